@@ -1,0 +1,59 @@
+# Single entry point for the local stack. `make run` and `make test` set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+UV_VERSION := 0.13.8
+# Everything the local stack needs (AIRFLOW_HOME, AIRFLOW_CONN_*, JAVA, lake root) comes from one
+# place: `mlops_jobs.localstack.env`. Commands below run inside that environment.
+LOCAL := PYTHONPATH=include $(VENV)/bin/python -m mlops_jobs.localstack.env exec --
+LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
+
+DEMO_CUSTOMERS ?= 2000
+DEMO_DAYS ?= 60
+DS ?= 2026-03-01
+
+.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data ui bench clean
+
+setup: $(LOCK_STAMP)
+
+$(LOCK_STAMP): requirements.lock
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip sync --python $(VENV)/bin/python requirements.lock
+	rm -f $(VENV)/.installed-* && touch $@
+
+lock:
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements-dev.txt -o requirements.lock
+
+hive-start: setup
+	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 start
+
+hive-stop: setup
+	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 stop
+
+hive-status: setup
+	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 status
+
+demo-data: hive-start
+	$(LOCAL) python -m mlops_jobs.demo.warehouse --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-ds $(DS)
+
+run: demo-data
+	$(LOCAL) airflow db migrate >/dev/null
+	$(LOCAL) airflow dags test churn_training $(DS)
+	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(DS)
+
+test: setup lint typecheck
+	$(LOCAL) python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(LOCAL) mypy
+
+ui: setup
+	$(LOCAL) airflow standalone
+
+clean:
+	-$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 stop
+	rm -rf .local
