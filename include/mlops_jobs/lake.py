@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 MANIFEST = "manifest.json"
 STAGING = "_staging"
@@ -39,10 +39,16 @@ def to_path(uri_or_path: str | Path) -> Path:
     text = str(uri_or_path)
     parsed = urlparse(text)
     if parsed.scheme == "file":
-        return Path(parsed.path)
+        return Path(unquote(parsed.path))
     if parsed.scheme:
         raise LakeError(f"unsupported lake URI {text!r}: only local paths and file:// URIs")
     return Path(text).absolute()
+
+
+def path_uri(path: Path) -> str:
+    """``file://`` URI of a local path as Hadoop parses it (``=`` stays literal, unlike
+    ``Path.as_uri``, which Spark would write to a ``ds%3D…`` directory)."""
+    return "file://" + quote(str(path.absolute()), safe="/=-_.~+,:@")
 
 
 def box_path(root: Path, dataset: str, ds: str) -> Path:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from mlops_jobs.churn.tables import CHURN_SOURCES, TableContract
 from mlops_jobs.demo.generator import DemoData, DemoSpec, bayes_auc, generate
 from mlops_jobs.hql import TableName, quote_identifier
+from mlops_jobs.lake import path_uri
 from mlops_jobs.localstack.env import hiveserver2_port, local_root
 
 STAGING_DATABASE = "demo_staging"
@@ -74,7 +75,7 @@ def load_statements(contract: TableContract, load_dir: Path) -> list[str]:
     return [
         f"DROP TABLE IF EXISTS {staging.quoted}",
         f"CREATE EXTERNAL TABLE {staging.quoted} ({staging_columns}) STORED AS PARQUET "
-        f"LOCATION '{load_dir.as_uri()}'",
+        f"LOCATION '{path_uri(load_dir)}'",
         f"INSERT OVERWRITE TABLE {contract.table.quoted}{partition} "
         f"SELECT {select} FROM {staging.quoted}",
         f"DROP TABLE IF EXISTS {staging.quoted}",

@@ -1,0 +1,69 @@
+"""
+### Churn training
+
+Trains the churn model for one day (`ds`) from the Hive warehouse:
+
+1. **wait_for_partitions**: waits (reschedule mode) until `raw.events` has every daily partition
+   of the lookback window before `ds` and `raw.churn_labels` has the partition `ds`.
+2. **extract_snapshot**: checks `raw.customers`, `raw.events` and `raw.churn_labels` against the
+   pipeline's contract, exports the needed partitions server-side as Parquet, reconciles row
+   counts and publishes `{lake}/churn/snapshots/ds=…/` with a `manifest.json` (Asset
+   `churn_snapshot`).
+
+Params: `lookback_days` (history window, days), `allow_empty_partitions` (accept partitions
+without rows). Connections: `hiveserver2_default`. Lake root: Variable `mlops_lake_root` or the
+environment variable `MLOPS_LAKE_ROOT`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param
+
+from mlops_airflow.assets import CHURN_SNAPSHOT
+from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
+from mlops_jobs.churn.tables import CHURN_SOURCES, DEFAULT_LOOKBACK_DAYS
+
+with DAG(
+    dag_id="churn_training",
+    description="Hive snapshot → features → distributed training → promotion for churn",
+    doc_md=__doc__,
+    schedule="@daily",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["churn", "ml"],
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "lookback_days": Param(
+            DEFAULT_LOOKBACK_DAYS,
+            type="integer",
+            minimum=1,
+            maximum=730,
+            description="Days of event history before ds that the snapshot includes.",
+        ),
+        "allow_empty_partitions": Param(
+            False,
+            type="boolean",
+            description="Accept required partitions that exist but have no rows.",
+        ),
+    },
+) as dag:
+    wait_for_partitions = HivePartitionsSensor(
+        task_id="wait_for_partitions",
+        partitions=partition_templates(CHURN_SOURCES),
+        mode="reschedule",
+        poke_interval=300,
+        timeout=6 * 3600,
+    )
+    extract_snapshot = HiveExtractOperator(
+        task_id="extract_snapshot",
+        sources=CHURN_SOURCES,
+        lookback_days="{{ params.lookback_days }}",
+        allow_empty_partitions="{{ params.allow_empty_partitions }}",
+        outlets=[CHURN_SNAPSHOT],
+    )
+
+    wait_for_partitions >> extract_snapshot

@@ -1,0 +1,7 @@
+"""Assets the pipelines publish. URIs are logical (``lake://``): the lake root is configuration."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+CHURN_SNAPSHOT = Asset(name="churn_snapshot", uri="lake://churn/snapshots", group="churn")

@@ -1,0 +1,25 @@
+"""Errors raised by the project's hooks and operators; each names what is at fault."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class MlopsError(AirflowException):
+    """Base class of the project's task failures."""
+
+
+class InvalidParameterError(MlopsError):
+    """A task parameter (or DAG Param) has an invalid value; the message names it."""
+
+
+class SchemaContractError(MlopsError):
+    """Source tables do not match the pipeline's declared contract."""
+
+
+class MissingPartitionError(MlopsError):
+    """Required partitions are missing or empty."""
+
+
+class ReconciliationError(MlopsError):
+    """Exported row counts differ from the source's."""

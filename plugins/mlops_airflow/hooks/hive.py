@@ -1,0 +1,86 @@
+"""Metadata and export helpers on top of the Hive provider's ``HiveServer2Hook``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+from mlops_jobs import hql
+from mlops_jobs.hql import TableName
+
+
+class HiveWarehouseHook(HiveServer2Hook):
+    """
+    ``HiveServer2Hook`` with the catalog queries the extraction stage needs.
+
+    Every statement is built from validated identifiers (``mlops_jobs.hql``); nothing here
+    re-implements the Thrift client.
+
+    :param hiveserver2_conn_id: Airflow connection to HiveServer2.
+    """
+
+    def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement and return all rows (also for DESCRIBE, which ``get_records`` skips)."""
+        self.log.info("Running: %s", sql)
+        with (
+            contextlib.closing(self.get_conn()) as conn,
+            contextlib.closing(conn.cursor()) as cursor,
+        ):
+            cursor.execute(sql)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def execute(self, sql: str) -> None:
+        """Run one statement that returns no rows (DDL, INSERT)."""
+        self.log.info("Running: %s", sql)
+        with (
+            contextlib.closing(self.get_conn()) as conn,
+            contextlib.closing(conn.cursor()) as cursor,
+        ):
+            cursor.execute(sql)
+
+    def table_exists(self, table: TableName) -> bool:
+        """True when ``table`` exists (SHOW TABLES IN db LIKE 'name')."""
+        rows = self.fetch_all(f"SHOW TABLES IN `{table.database}` LIKE '{table.table}'")
+        # Hive returns (tab_name,); Spark returns (namespace, tableName, isTemporary).
+        names = {str(row[1] if len(row) > 1 else row[0]).lower() for row in rows}
+        return table.table.lower() in names
+
+    def list_partitions(self, table: TableName) -> list[dict[str, str]]:
+        """Partitions of ``table`` as ``{column: value}`` dicts (SHOW PARTITIONS)."""
+        partitions = []
+        for (spec,) in self.fetch_all(hql.show_partitions(table)):
+            partitions.append(dict(part.split("=", 1) for part in str(spec).split("/")))
+        return partitions
+
+    def describe_columns(self, table: TableName) -> list[tuple[str, str]]:
+        """``(column, type)`` pairs of ``table``, partition columns included, lower-cased."""
+        columns: list[tuple[str, str]] = []
+        for row in self.fetch_all(hql.describe(table)):
+            name = (row[0] or "").strip()
+            if not name or name.startswith("#"):
+                break  # the partition section repeats the partition columns
+            columns.append((name.lower(), (row[1] or "").strip().lower()))
+        return columns
+
+    def count_by_partition(
+        self, table: TableName, partition_column: str, first: str, last: str
+    ) -> dict[str, int]:
+        """Row count per partition value between ``first`` and ``last`` (inclusive)."""
+        column = hql.quote_identifier(partition_column, "partition column")
+        sql = (
+            f"SELECT {column}, COUNT(*) FROM {table.quoted}"
+            f" WHERE {column} >= {hql.string_literal(first)}"
+            f" AND {column} <= {hql.string_literal(last)} GROUP BY {column}"
+        )
+        return {str(value): int(count) for value, count in self.fetch_all(sql)}
+
+    def count_rows(self, table: TableName) -> int:
+        """``COUNT(*)`` of a whole table."""
+        ((count,),) = self.fetch_all(hql.count_rows(table))
+        return int(count)
+
+    def export_parquet(self, query: str, directory_uri: str) -> None:
+        """Export ``query`` server-side into ``directory_uri`` as Parquet; no rows pass the client."""
+        self.execute(hql.export_parquet(directory_uri, query))

@@ -1,0 +1,141 @@
+"""Wait for ``ds`` partitions of Hive tables through HiveServer2."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from mlops_airflow.exceptions import InvalidParameterError
+from mlops_airflow.hooks.hive import HiveWarehouseHook
+from mlops_jobs.churn.tables import PartitionWindow, TableContract
+from mlops_jobs.hql import InvalidIdentifierError, TableName, validate_ds, validate_identifier
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class HivePartitionsSensor(BaseSensorOperator):
+    """
+    Wait until every daily partition in the given ranges exists.
+
+    Unlike the provider's metastore sensors this one needs only HiveServer2 (``SHOW PARTITIONS``),
+    so it works against any HiveServer2-protocol server. Each poke logs what is still missing; on
+    timeout the error lists the missing partitions.
+
+    :param partitions: ``{"db.table": [first_ds, last_ds]}``, both ends inclusive. (templated)
+    :param partition_column: Name of the daily partition column.
+    :param hiveserver2_conn_id: Airflow connection to HiveServer2.
+    """
+
+    template_fields: Sequence[str] = ("partitions",)
+    ui_color = "#f0e4ec"
+
+    def __init__(
+        self,
+        *,
+        partitions: Mapping[str, Sequence[str]],
+        partition_column: str = "ds",
+        hiveserver2_conn_id: str = HiveWarehouseHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.partitions = partitions
+        self.partition_column = partition_column
+        self.hiveserver2_conn_id = hiveserver2_conn_id
+
+    @cached_property
+    def hook(self) -> HiveWarehouseHook:
+        return HiveWarehouseHook(hiveserver2_conn_id=self.hiveserver2_conn_id)
+
+    def required(self) -> dict[TableName, list[str]]:
+        """Every required partition value per table, validated."""
+        try:
+            validate_identifier(self.partition_column, "partition column")
+            required = {}
+            for name, bounds in self.partitions.items():
+                if len(bounds) != 2:
+                    raise InvalidParameterError(
+                        f"partitions[{name!r}] must be [first_ds, last_ds], got {bounds!r}"
+                    )
+                first, last = (
+                    dt.date.fromisoformat(validate_ds(str(b), f"partition bound of {name}"))
+                    for b in bounds
+                )
+                if last < first:
+                    raise InvalidParameterError(
+                        f"partitions[{name!r}]: last ds {last} is before first ds {first}"
+                    )
+                days = (last - first).days + 1
+                required[TableName.parse(name)] = [
+                    (first + dt.timedelta(days=i)).isoformat() for i in range(days)
+                ]
+            return required
+        except InvalidIdentifierError as err:
+            raise InvalidParameterError(str(err)) from None
+
+    def missing(self) -> dict[TableName, list[str]]:
+        """Required partitions that do not exist yet, per table (a missing table: all of them)."""
+        missing = {}
+        for table, values in self.required().items():
+            present: set[str] = set()
+            if self.hook.table_exists(table):
+                present = {
+                    p[self.partition_column]
+                    for p in self.hook.list_partitions(table)
+                    if self.partition_column in p
+                }
+            absent = [v for v in values if v not in present]
+            if absent:
+                missing[table] = absent
+        return missing
+
+    def poke(self, context: Context) -> bool:
+        missing = self.missing()
+        if missing:
+            self.log.info("Still waiting for %s", describe_missing(missing, self.partition_column))
+        return not missing
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as err:
+            missing = self.missing()
+            raise AirflowSensorTimeout(
+                f"{err}; missing partitions: {describe_missing(missing, self.partition_column)}"
+            ) from err
+
+
+def describe_missing(missing: Mapping[TableName, Sequence[str]], column: str) -> str:
+    """``raw.events (ds=2026-02-27, ds=2026-02-28)``; long lists are shortened."""
+    parts = []
+    for table, values in missing.items():
+        shown = [f"{column}={v}" for v in values[:5]]
+        if len(values) > 5:
+            shown.append(f"... {len(values) - 5} more, up to {column}={values[-1]}")
+        parts.append(f"{table} ({', '.join(shown)})")
+    return "; ".join(parts)
+
+
+def partition_templates(
+    sources: Sequence[TableContract], lookback: str = "params.lookback_days"
+) -> dict[str, list[str]]:
+    """Templated ``partitions`` for the sources' windows, ending before (or at) the run's ``ds``.
+
+    :param sources: Table contracts; unpartitioned tables are skipped.
+    :param lookback: Jinja expression giving the lookback in days.
+    """
+    ranges = {}
+    for contract in sources:
+        if contract.window is PartitionWindow.CURRENT:
+            ranges[str(contract.table)] = ["{{ ds }}", "{{ ds }}"]
+        elif contract.window is PartitionWindow.LOOKBACK:
+            ranges[str(contract.table)] = [
+                f"{{{{ macros.ds_add(ds, -({lookback})) }}}}",
+                "{{ macros.ds_add(ds, -1) }}",
+            ]
+    return ranges
