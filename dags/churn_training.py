@@ -31,7 +31,7 @@ with DAG(
     description="Hive snapshot → features → distributed training → promotion for churn",
     doc_md=__doc__,
     schedule="@daily",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["churn", "ml"],

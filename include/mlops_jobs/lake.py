@@ -100,10 +100,9 @@ def data_files(directory: Path, suffix: str = ".parquet") -> list[Path]:
     found = []
     for path in sorted(directory.rglob("*")):
         if path.is_file() and not path.name.startswith((".", "_")) and path.name != MANIFEST:
-            if suffix and not path.name.endswith(suffix):
-                # Hive and Spark name Parquet output files without an extension.
-                if not _is_parquet(path):
-                    continue
+            # Hive names Parquet output files without an extension; Spark adds one.
+            if suffix and not path.name.endswith(suffix) and not _is_parquet(path):
+                continue
             found.append(path)
     return found
 

@@ -11,7 +11,7 @@ LAKE_ROOT_ENV = "MLOPS_LAKE_ROOT"
 
 
 def resolve_lake_root(explicit: str | None = None) -> str:
-    """The lake root: the argument, else the Variable ``mlops_lake_root``, else ``MLOPS_LAKE_ROOT``."""
+    """The lake root: the argument, the Variable ``mlops_lake_root`` or ``MLOPS_LAKE_ROOT``."""
     if explicit:
         return explicit
     from airflow.sdk import Variable

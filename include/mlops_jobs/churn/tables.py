@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from mlops_jobs.hql import TableName, validate_ds, validate_identifier
 
 DEFAULT_LOOKBACK_DAYS = 90
 
 
-class PartitionWindow(str, Enum):
+class PartitionWindow(StrEnum):
     """Which partitions of a ``ds``-partitioned table one run reads."""
 
     NONE = "none"  # not partitioned: the whole table
@@ -66,9 +66,7 @@ class TableContract:
         if bounds is None:
             return []
         first, last = (dt.date.fromisoformat(b) for b in bounds)
-        return [
-            (first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)
-        ]
+        return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 CUSTOMERS = TableContract(

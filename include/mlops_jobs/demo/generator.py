@@ -92,6 +92,35 @@ def coefficients(spec: DemoSpec, day: dt.date) -> dict[str, float]:
     }
 
 
+def churn_probability(
+    c: dict[str, float],
+    activity: np.ndarray,
+    tickets: np.ndarray,
+    spent: np.ndarray,
+    tenure_years: np.ndarray,
+    autopay: np.ndarray,
+    plan: np.ndarray,
+) -> np.ndarray:
+    """The true churn probability from the observable inputs.
+
+    :param activity: events in the ``ACTIVITY_DAYS`` days before the label date
+    :param tickets: support tickets in the ``SUPPORT_DAYS`` days before it
+    :param spent: purchase amount in the ``SPEND_DAYS`` days before it
+    :param tenure_years: years since signup, capped at 5
+    """
+    logit = (
+        c["intercept"]
+        + c["activity"] * np.log1p(activity)
+        + c["support"] * tickets
+        + c["spend"] * np.log1p(spent / 10.0)
+        + c["tenure"] * tenure_years
+        + c["autopay"] * autopay
+        + c["plan_basic"] * (plan == "basic")
+        + c["plan_premium"] * (plan == "premium")
+    )
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
 def generate(spec: DemoSpec) -> DemoData:
     """Generate all demo tables for ``spec`` (same spec, same bytes)."""
     rng = np.random.default_rng(spec.seed)
@@ -184,17 +213,9 @@ def generate(spec: DemoSpec) -> DemoData:
     label_frames, truth_frames = [], []
     for j, day in enumerate(dates):
         c = coefficients(spec, day)
-        logit = (
-            c["intercept"]
-            + c["activity"] * np.log1p(activity[:, j])
-            + c["support"] * tickets[:, j]
-            + c["spend"] * np.log1p(spent[:, j] / 10.0)
-            + c["tenure"] * tenure_years[:, j]
-            + c["autopay"] * autopay
-            + c["plan_basic"] * (plan == "basic")
-            + c["plan_premium"] * (plan == "premium")
+        probability = churn_probability(
+            c, activity[:, j], tickets[:, j], spent[:, j], tenure_years[:, j], autopay, plan
         )
-        probability = 1.0 / (1.0 + np.exp(-logit))
         churned = (rng.random(n) < probability).astype(np.int32)
         eligible = signup_offset < j  # signed up strictly before the label date
         ds = day.isoformat()

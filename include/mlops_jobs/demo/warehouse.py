@@ -70,7 +70,9 @@ def load_statements(contract: TableContract, load_dir: Path) -> list[str]:
     staging_columns = ", ".join(f"{quote_identifier(n)} {t.upper()}" for n, t in all_columns)
     select = ", ".join(quote_identifier(n) for n, _ in all_columns)
     partition = (
-        f" PARTITION ({quote_identifier(contract.partition_column)})" if contract.partitioned else ""
+        f" PARTITION ({quote_identifier(contract.partition_column)})"
+        if contract.partitioned
+        else ""
     )
     return [
         f"DROP TABLE IF EXISTS {staging.quoted}",
@@ -86,9 +88,12 @@ def load_statements(contract: TableContract, load_dir: Path) -> list[str]:
 def hive_cursor(host: str, port: int) -> Iterator[Any]:
     from pyhive import hive
 
-    with contextlib.closing(
-        hive.connect(host=host, port=port, auth="NONE", username="mlops")
-    ) as conn, contextlib.closing(conn.cursor()) as cursor:
+    with (
+        contextlib.closing(
+            hive.connect(host=host, port=port, auth="NONE", username="mlops")
+        ) as conn,
+        contextlib.closing(conn.cursor()) as cursor,
+    ):
         yield cursor
 
 

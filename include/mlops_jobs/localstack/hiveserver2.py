@@ -123,9 +123,12 @@ class HiveServer2:
         """Run ``SELECT 1``; the first statement of a fresh server also creates the metastore."""
         from pyhive import hive
 
-        with contextlib.closing(
-            hive.connect(host=self.host, port=self.port, auth="NONE", username="mlops")
-        ) as conn, contextlib.closing(conn.cursor()) as cursor:
+        with (
+            contextlib.closing(
+                hive.connect(host=self.host, port=self.port, auth="NONE", username="mlops")
+            ) as conn,
+            contextlib.closing(conn.cursor()) as cursor,
+        ):
             cursor.execute("SELECT 1")
             cursor.fetchall()
 
@@ -157,7 +160,9 @@ class HiveServer2:
                 )
             pid = process.pid
             self.pid_file.write_text(f"{pid}\n")
-            print(f"HiveServer2 starting on {self.host}:{self.port} (pid {pid}, log {self.log_file})")
+            print(
+                f"HiveServer2 starting on {self.host}:{self.port} (pid {pid}, log {self.log_file})"
+            )
         self._wait_ready(pid, timeout)
         return pid
 
@@ -234,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "stop":
         print("HiveServer2 stopped" if server.stop() else "HiveServer2 was not running")
     else:
-        pid = server.pid()
-        if pid is None:
+        running = server.pid()
+        if running is None:
             print(f"HiveServer2 not running (port {server.port})")
             return 3
         state = "ready" if server.port_open() else "starting"
-        print(f"HiveServer2 {state} on {server.host}:{server.port} (pid {pid})")
+        print(f"HiveServer2 {state} on {server.host}:{server.port} (pid {running})")
     return 0
 
 

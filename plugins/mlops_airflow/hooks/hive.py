@@ -22,7 +22,7 @@ class HiveWarehouseHook(HiveServer2Hook):
     """
 
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run one statement and return all rows (also for DESCRIBE, which ``get_records`` skips)."""
+        """Run one statement and return its rows (``get_records`` drops DESCRIBE's)."""
         self.log.info("Running: %s", sql)
         with (
             contextlib.closing(self.get_conn()) as conn,
@@ -82,5 +82,5 @@ class HiveWarehouseHook(HiveServer2Hook):
         return int(count)
 
     def export_parquet(self, query: str, directory_uri: str) -> None:
-        """Export ``query`` server-side into ``directory_uri`` as Parquet; no rows pass the client."""
+        """Export ``query`` server-side into ``directory_uri`` as Parquet (no rows pass here)."""
         self.execute(hql.export_parquet(directory_uri, query))

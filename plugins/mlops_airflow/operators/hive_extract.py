@@ -108,7 +108,7 @@ class HiveExtractOperator(BaseOperator):
                     [f for alias in tables for f in lake.data_files(staging / alias)]
                 ),
                 "producer": _producer(context),
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
             lake.write_manifest(staging, manifest)
         self.log.info(

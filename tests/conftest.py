@@ -1,0 +1,79 @@
+"""Test session setup: an isolated local stack under ``.local/test`` and a test HiveServer2.
+
+The environment is set before anything imports Airflow, so the tests never touch the developer's
+own ``.local`` state (Airflow database, lake, Hive warehouse). The test HiveServer2 listens on its
+own port (``MLOPS_TEST_HIVESERVER2_PORT``, default 10001) so it can run beside ``make run``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEST_ROOT = PROJECT_ROOT / ".local" / "test"
+TEST_PORT = int(os.environ.get("MLOPS_TEST_HIVESERVER2_PORT", "10001"))
+HIVE_START_TIMEOUT = float(os.environ.get("MLOPS_TEST_HIVE_START_TIMEOUT", "900"))
+
+os.environ.update(
+    {
+        "MLOPS_LOCAL_ROOT": str(TEST_ROOT),
+        "MLOPS_LAKE_ROOT": str(TEST_ROOT / "lake"),
+        "HIVESERVER2_PORT": str(TEST_PORT),
+        "AIRFLOW_HOME": str(TEST_ROOT / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{TEST_ROOT / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(TEST_ROOT / "airflow" / "logs"),
+        "AIRFLOW_CONN_HIVESERVER2_DEFAULT": (
+            f"hiveserver2://127.0.0.1:{TEST_PORT}/default?auth_mechanism=NONE"
+        ),
+    }
+)
+(TEST_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
+
+# The demo warehouse every Hive test reads: small, and fixed so expectations are stable.
+DEMO = {"customers": 150, "days": 40, "end_ds": "2026-03-01", "seed": 11}
+LOOKBACK_DAYS = 14
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that need HiveServer2 first, so the server can stop right after them."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("hive") else 1)
+
+
+@pytest.fixture(scope="session")
+def hiveserver2() -> Iterator[object]:
+    from mlops_jobs.localstack.hiveserver2 import HiveServer2
+
+    server = HiveServer2(home=TEST_ROOT / "hive", port=TEST_PORT)
+    server.stop()
+    # A fresh metastore each session: tests create and drop tables freely.
+    shutil.rmtree(server.home, ignore_errors=True)
+    server.home.mkdir(parents=True)
+    server.start(timeout=HIVE_START_TIMEOUT)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(hiveserver2: object) -> dict[str, object]:
+    """The demo tables loaded once per session; returns the generator's summary."""
+    from mlops_jobs.demo.generator import DemoSpec
+    from mlops_jobs.demo.warehouse import load_warehouse
+
+    spec = DemoSpec(**DEMO)  # type: ignore[arg-type]
+    summary = load_warehouse(spec, "127.0.0.1", TEST_PORT, TEST_ROOT)
+    return {"spec": spec, **summary}
+
+
+@pytest.fixture
+def lake_root(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    root.mkdir()
+    return root

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from mlops_jobs.churn.tables import CHURN_LABELS, CUSTOMERS, EVENTS
+
+
+def test_lookback_window_ends_strictly_before_the_run_ds() -> None:
+    assert EVENTS.partition_range("2026-03-01", 3) == ("2026-02-26", "2026-02-28")
+    assert EVENTS.required_partitions("2026-03-01", 3) == [
+        "2026-02-26",
+        "2026-02-27",
+        "2026-02-28",
+    ]
+
+
+def test_labels_read_the_run_ds_and_customers_are_unpartitioned() -> None:
+    assert CHURN_LABELS.required_partitions("2026-03-01", 90) == ["2026-03-01"]
+    assert CUSTOMERS.partition_range("2026-03-01", 90) is None
+
+
+def test_invalid_window_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="lookback_days"):
+        EVENTS.partition_range("2026-03-01", 0)
+    with pytest.raises(ValueError, match="run ds"):
+        EVENTS.partition_range("2026-02-30", 3)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from mlops_airflow.exceptions import InvalidParameterError
+from mlops_airflow.hooks.hive import HiveWarehouseHook
+from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
+from mlops_jobs.churn.tables import CHURN_SOURCES
+from tests.conftest import DEMO
+
+END = str(DEMO["end_ds"])
+
+
+@pytest.mark.hive
+def test_poke_is_true_when_every_partition_exists(hive_hook: HiveWarehouseHook) -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait",
+        partitions={"raw.events": ["2026-02-20", "2026-02-28"], "raw.churn_labels": [END, END]},
+    )
+    assert sensor.poke({}) is True  # type: ignore[arg-type]
+
+
+@pytest.mark.hive
+def test_timeout_names_every_missing_partition(hive_hook: HiveWarehouseHook) -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait",
+        partitions={
+            "raw.events": ["2026-02-27", "2026-03-03"],
+            "raw.no_such_table": ["2026-03-01", "2026-03-01"],
+        },
+        timeout=0,
+        poke_interval=0,
+        mode="poke",
+    )
+    with pytest.raises(AirflowSensorTimeout) as raised:
+        sensor.execute({})  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "raw.events (ds=2026-03-02, ds=2026-03-03)" in message
+    assert "ds=2026-02-28" not in message
+    assert "raw.no_such_table (ds=2026-03-01)" in message
+
+
+def test_hostile_table_name_fails_before_any_statement() -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait", partitions={"raw.events; DROP TABLE x": ["2026-03-01", "2026-03-01"]}
+    )
+    with (
+        mock.patch.object(HiveWarehouseHook, "get_conn") as get_conn,
+        pytest.raises(InvalidParameterError, match="invalid table name"),
+    ):
+        sensor.poke({})  # type: ignore[arg-type]
+    get_conn.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [(["2026-03-02", "2026-03-01"], "before first ds"), (["2026-03-01"], r"\[first_ds, last_ds\]")],
+)
+def test_bad_ranges_are_named(bounds: list[str], message: str) -> None:
+    sensor = HivePartitionsSensor(task_id="wait", partitions={"raw.events": bounds})
+    with pytest.raises(InvalidParameterError, match=message):
+        sensor.required()
+
+
+def test_partition_templates_follow_the_contract_windows() -> None:
+    assert partition_templates(CHURN_SOURCES) == {
+        "raw.events": [
+            "{{ macros.ds_add(ds, -(params.lookback_days)) }}",
+            "{{ macros.ds_add(ds, -1) }}",
+        ],
+        "raw.churn_labels": ["{{ ds }}", "{{ ds }}"],
+    }
