@@ -34,7 +34,10 @@ def test_failed_publish_keeps_the_previous_box(tmp_path: Path) -> None:
 
 def test_publish_without_manifest_is_refused(tmp_path: Path) -> None:
     final = tmp_path / "box"
-    with pytest.raises(lake.LakeError, match="no manifest.json"), lake.publishing(final) as staging:
+    with (
+        pytest.raises(lake.LakeError, match=r"no manifest\.json"),
+        lake.publishing(final) as staging,
+    ):
         (staging / "data.txt").write_text("x")
     assert not final.exists()
 

@@ -172,7 +172,7 @@ def test_lost_export_file_fails_reconciliation_and_publishes_nothing(
 def test_hostile_names_never_reach_hive() -> None:
     with pytest.raises(InvalidIdentifierError, match="invalid table name"):
         TableName.parse("raw.events; DROP TABLE x")
-    with pytest.raises(InvalidIdentifierError, match="column of raw.events"):
+    with pytest.raises(InvalidIdentifierError, match=r"column of raw\.events"):
         TableContract(alias="events", table=EVENTS.table, columns=(("id; DROP TABLE x", "int"),))
 
 
