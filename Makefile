@@ -9,7 +9,7 @@ LOCAL := PYTHONPATH=include $(VENV)/bin/python -m mlops_jobs.localstack.env exec
 LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 
 DEMO_CUSTOMERS ?= 2000
-DEMO_DAYS ?= 60
+DEMO_DAYS ?= 120
 DS ?= 2026-03-01
 
 .PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data ui bench clean
