@@ -1,0 +1,380 @@
+"""Point-in-time correct churn features from a Hive snapshot (Spark).
+
+Every transform is pure (``DataFrame -> DataFrame``, inputs untouched); ``run`` does the I/O.
+A label for day ``ds`` sees only events strictly before its cutoff (``ds`` 00:00 UTC) and within
+the longest window; customer attributes are as of the snapshot. The train/valid/test split is a
+function of a SHA-256 of the customer id, so it is the same in every run and every engine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_jobs.hql import validate_identifier
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+CONFIG_PATH = Path(__file__).with_name("feature_config.json")
+SPLITS = ("train", "valid", "test")
+KEYS = ("customer_id", "ds")
+SECONDS_PER_DAY = 86_400
+
+
+class FeatureConfigError(ValueError):
+    """The feature configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The feature families and windows, from ``feature_config.json``."""
+
+    windows_days: tuple[int, ...]
+    event_types: tuple[str, ...]
+    channels: tuple[str, ...]
+    channel_window_days: int
+    trends: tuple[tuple[int, int], ...]
+    numeric: tuple[str, ...]
+    boolean: tuple[str, ...]
+    categorical: tuple[str, ...]
+    amount_event_type: str = "purchase"
+    label: str = "churned"
+    split: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.7, "valid": 0.15, "test": 0.15}
+    )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FeatureConfig:
+        try:
+            attributes = raw["attributes"]
+            config = cls(
+                windows_days=tuple(int(w) for w in raw["windows_days"]),
+                event_types=tuple(raw["event_types"]),
+                channels=tuple(raw["channels"]),
+                channel_window_days=int(raw["channel_window_days"]),
+                trends=tuple((int(a), int(b)) for a, b in raw.get("trends", [])),
+                numeric=tuple(attributes.get("numeric", [])),
+                boolean=tuple(attributes.get("boolean", [])),
+                categorical=tuple(attributes.get("categorical", [])),
+                amount_event_type=raw.get("amount_event_type", "purchase"),
+                label=raw.get("label", "churned"),
+                split=dict(raw.get("split", {"train": 0.7, "valid": 0.15, "test": 0.15})),
+            )
+        except KeyError as err:
+            raise FeatureConfigError(f"feature config is missing the key {err}") from None
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> FeatureConfig:
+        return cls.from_dict(json.loads(Path(path or CONFIG_PATH).read_text()))
+
+    def validate(self) -> None:
+        if not self.windows_days or any(w < 1 for w in self.windows_days):
+            raise FeatureConfigError(f"windows_days must be positive, got {self.windows_days}")
+        for a, b in self.trends:
+            if a not in self.windows_days or b not in self.windows_days or a >= b:
+                raise FeatureConfigError(f"trend ({a}, {b}) needs two windows, shorter first")
+        if self.channel_window_days not in self.windows_days:
+            raise FeatureConfigError(
+                f"channel_window_days {self.channel_window_days} is not one of windows_days"
+            )
+        if self.amount_event_type not in self.event_types:
+            raise FeatureConfigError(f"amount_event_type {self.amount_event_type!r} is unknown")
+        if set(self.split) != set(SPLITS) or abs(sum(self.split.values()) - 1.0) > 1e-9:
+            raise FeatureConfigError(f"split must give {SPLITS} fractions summing to 1")
+        for name in (*self.event_types, *self.channels):
+            validate_identifier(name, "event type or channel")
+
+    @property
+    def max_window(self) -> int:
+        return max(self.windows_days)
+
+    def event_feature_names(self) -> list[str]:
+        names = ["recency_days"]
+        for w in self.windows_days:
+            names += [f"events_{w}d", f"active_days_{w}d", f"amount_{w}d"]
+            names += [f"{t}_{w}d" for t in self.event_types]
+        names += [f"channel_{c}_{self.channel_window_days}d" for c in self.channels]
+        names += [f"trend_events_{a}d_{b}d" for a, b in self.trends]
+        return names
+
+    def feature_names(self) -> list[str]:
+        return [
+            *self.event_feature_names(),
+            "tenure_days",
+            *self.numeric,
+            *self.boolean,
+            *self.categorical,
+        ]
+
+
+def with_cutoff(labels: DataFrame) -> DataFrame:
+    """Labels with ``cutoff``: the start (UTC) of the label's ``ds``; events must precede it."""
+    from pyspark.sql import functions as F
+
+    return labels.withColumn("cutoff", F.to_timestamp(F.col("ds"), "yyyy-MM-dd"))
+
+
+def daily_activity(events: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
+    """One row per label and event day before the cutoff: counts by type and channel, amount.
+
+    Pre-aggregating per day keeps the string comparisons to one pass over the events; the
+    windowed sums then run over far fewer rows.
+    """
+    from pyspark.sql import functions as F
+
+    cutoffs = with_cutoff(labels).select("customer_id", "ds", "cutoff")
+    joined = events.select("customer_id", "event_time", "event_type", "channel", "amount").join(
+        cutoffs, "customer_id"
+    )
+    in_history = (F.col("event_time") < F.col("cutoff")) & (
+        F.col("event_time") >= F.col("cutoff") - F.make_interval(days=F.lit(config.max_window))
+    )
+    joined = joined.where(in_history).withColumn(
+        "days_before", F.datediff(F.to_date("cutoff"), F.to_date("event_time"))
+    )
+    aggregates = [
+        F.count(F.lit(1)).alias("n_events"),
+        F.max("event_time").alias("last_event_time"),
+        F.sum(F.when(F.col("event_type") == config.amount_event_type, F.col("amount"))).alias(
+            "amount"
+        ),
+    ]
+    aggregates += [
+        F.sum((F.col("event_type") == t).cast("int")).alias(f"n_type_{t}")
+        for t in config.event_types
+    ]
+    aggregates += [
+        F.sum((F.col("channel") == c).cast("int")).alias(f"n_channel_{c}") for c in config.channels
+    ]
+    return joined.groupBy("customer_id", "ds", "cutoff", "days_before").agg(*aggregates)
+
+
+def event_features(daily: DataFrame, config: FeatureConfig) -> DataFrame:
+    """Windowed recency/frequency/monetary features per label from ``daily_activity``."""
+    from pyspark.sql import functions as F
+
+    def within(window: int) -> Column:
+        # days_before is 1 for the day before the cutoff; a 7-day window covers days 1..7
+        return F.col("days_before") <= window
+
+    def windowed_sum(column: str, window: int) -> Column:
+        return F.coalesce(F.sum(F.when(within(window), F.col(column))), F.lit(0))
+
+    aggregates = [
+        (
+            (F.unix_timestamp(F.first("cutoff")) - F.unix_timestamp(F.max("last_event_time")))
+            / SECONDS_PER_DAY
+        ).alias("recency_days")
+    ]
+    for w in config.windows_days:
+        aggregates += [
+            windowed_sum("n_events", w).cast("long").alias(f"events_{w}d"),
+            F.sum(within(w).cast("int")).cast("long").alias(f"active_days_{w}d"),
+            windowed_sum("amount", w).cast("double").alias(f"amount_{w}d"),
+        ]
+        aggregates += [
+            windowed_sum(f"n_type_{t}", w).cast("long").alias(f"{t}_{w}d")
+            for t in config.event_types
+        ]
+    cw = config.channel_window_days
+    aggregates += [
+        windowed_sum(f"n_channel_{c}", cw).cast("long").alias(f"channel_{c}_{cw}d")
+        for c in config.channels
+    ]
+    features = daily.groupBy("customer_id", "ds").agg(*aggregates)
+    for a, b in config.trends:
+        features = features.withColumn(
+            f"trend_events_{a}d_{b}d",
+            F.col(f"events_{a}d") / F.lit(float(a)) - F.col(f"events_{b}d") / F.lit(float(b)),
+        )
+    return features
+
+
+def attribute_features(customers: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
+    """Tenure at the label date and the customer's attributes."""
+    from pyspark.sql import functions as F
+
+    columns = [
+        F.datediff(F.to_date(F.col("ds")), F.col("signup_date")).cast("long").alias("tenure_days"),
+        *[F.col(c).cast("double").alias(c) for c in config.numeric],
+        *[F.col(c).cast("int").alias(c) for c in config.boolean],
+        *[F.col(c).cast("string").alias(c) for c in config.categorical],
+    ]
+    return (
+        labels.select("customer_id", "ds")
+        .join(customers, "customer_id")
+        .select("customer_id", "ds", *columns)
+    )
+
+
+def split_column(fractions: dict[str, float]) -> Column:
+    """``train``/``valid``/``test`` from SHA-256 of the customer id (stable across engines)."""
+    from pyspark.sql import functions as F
+
+    bucket = F.conv(F.substring(F.sha2(F.col("customer_id").cast("string"), 256), 1, 8), 16, 10)
+    position = bucket.cast("double") / F.lit(float(16**8))
+    train_end = fractions["train"]
+    valid_end = train_end + fractions["valid"]
+    return (
+        F.when(position < train_end, "train").when(position < valid_end, "valid").otherwise("test")
+    )
+
+
+def build_churn_features(
+    customers: DataFrame, events: DataFrame, labels: DataFrame, config: FeatureConfig
+) -> DataFrame:
+    """The feature set: one row per label, features in config order, label and split last.
+
+    Customers without events in the window get zero counts and ``recency_days`` equal to the
+    longest window (no activity seen).
+    """
+    from pyspark.sql import functions as F
+
+    labelled = labels.select("customer_id", "ds", F.col(config.label).cast("int").alias("label"))
+    activity = event_features(daily_activity(events, labelled, config), config)
+    attributes = attribute_features(customers, labelled, config)
+    joined = labelled.join(attributes, list(KEYS), "inner").join(activity, list(KEYS), "left")
+    fills: dict[str, Any] = {name: 0 for name in config.event_feature_names()}
+    fills["recency_days"] = float(config.max_window)
+    joined = joined.fillna(fills)
+    return joined.select(
+        "customer_id",
+        "ds",
+        *config.feature_names(),
+        "label",
+        split_column(config.split).alias("split"),
+    )
+
+
+class SnapshotError(ValueError):
+    """The input snapshot is missing, incomplete or lacks required columns."""
+
+
+REQUIRED_COLUMNS = {
+    "customers": ("customer_id", "signup_date"),
+    "events": ("customer_id", "event_time", "event_type", "channel", "amount"),
+    "churn_labels": ("customer_id", "ds"),
+}
+
+
+def read_snapshot_manifest(snapshot: str) -> dict[str, Any]:
+    """The snapshot's manifest, checked for the tables and columns the job needs."""
+    from mlops_jobs import lake
+
+    try:
+        manifest = lake.read_manifest(snapshot)
+    except lake.LakeError as err:
+        raise SnapshotError(f"snapshot {snapshot}: {err}") from None
+    tables = manifest.get("tables", {})
+    for alias, required in REQUIRED_COLUMNS.items():
+        if alias not in tables:
+            raise SnapshotError(f"snapshot {snapshot} has no table {alias!r}")
+        present = {c["name"] for c in tables[alias].get("schema", [])}
+        missing = [c for c in required if c not in present]
+        if missing:
+            raise SnapshotError(f"snapshot {snapshot}: {alias} lacks columns {', '.join(missing)}")
+    return manifest
+
+
+def feature_statistics(features: DataFrame, config: FeatureConfig) -> dict[str, Any]:
+    """Per-feature statistics of the train split (mean, std, min, max, nulls; vocabularies)."""
+    from pyspark.sql import functions as F
+
+    train = features.where(F.col("split") == "train")
+    numeric = [n for n in config.feature_names() if n not in config.categorical]
+    aggregates = []
+    for name in numeric:
+        column = F.col(name).cast("double")
+        aggregates += [
+            F.mean(column).alias(f"{name}__mean"),
+            F.stddev_pop(column).alias(f"{name}__std"),
+            F.min(column).alias(f"{name}__min"),
+            F.max(column).alias(f"{name}__max"),
+            F.sum(F.col(name).isNull().cast("int")).alias(f"{name}__nulls"),
+        ]
+    row = train.agg(*aggregates).first()
+    values = row.asDict() if row is not None else {}
+    stats: dict[str, Any] = {}
+    for name in numeric:
+        stats[name] = {
+            key: (None if values.get(f"{name}__{key}") is None else float(values[f"{name}__{key}"]))
+            for key in ("mean", "std", "min", "max", "nulls")
+        }
+    for name in config.categorical:
+        counts = train.groupBy(name).count().orderBy(F.desc("count"), F.asc(name)).collect()
+        stats[name] = {"vocabulary": {str(r[name]): int(r["count"]) for r in counts}}
+    return stats
+
+
+def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str, Any]:
+    """Build the feature set from ``snapshot`` and publish it atomically at ``output``.
+
+    :return: the published manifest
+    """
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from mlops_jobs import lake
+    from mlops_jobs.spark.session import get_spark
+
+    config = FeatureConfig.load(config_path)
+    snapshot_manifest = read_snapshot_manifest(snapshot)  # before paying for Spark
+    snapshot_dir = lake.to_path(snapshot)
+    final = lake.to_path(output)
+    spark = get_spark("churn-features")
+    tables = {
+        alias: spark.read.parquet(lake.path_uri(snapshot_dir / info["path"]))
+        for alias, info in snapshot_manifest["tables"].items()
+    }
+    features = build_churn_features(
+        tables["customers"], tables["events"], tables["churn_labels"], config
+    ).cache()
+    try:
+        with lake.publishing(final) as staging:
+            features.repartition(1, "split").write.mode("overwrite").partitionBy("split").parquet(
+                lake.path_uri(staging)
+            )
+            counts = {
+                r["split"]: int(r["count"]) for r in features.groupBy("split").count().collect()
+            }
+            label_rate = features.agg(F.mean("label")).first()
+            schema = [
+                {"name": f.name, "type": f.dataType.simpleString()}
+                for f in features.schema.fields
+                if f.name != "split"
+            ]
+            files = lake.data_files(staging)
+            manifest = {
+                "format_version": 1,
+                "dataset": "churn/features",
+                "ds": snapshot_manifest.get("ds"),
+                "snapshot": {
+                    "uri": lake.path_uri(snapshot_dir),
+                    "content_hash": snapshot_manifest.get("content_hash"),
+                },
+                "features": config.feature_names(),
+                "categorical": list(config.categorical),
+                "label": "label",
+                "keys": list(KEYS),
+                "schema": schema,
+                "splits": {s: {"path": f"split={s}", "rows": counts.get(s, 0)} for s in SPLITS},
+                "label_rate": float(label_rate[0])
+                if label_rate and label_rate[0] is not None
+                else None,
+                "statistics": feature_statistics(features, config),
+                "config": json.loads(Path(config_path or CONFIG_PATH).read_text()),
+                "content_hash": lake.content_hash(files),
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            if sum(counts.values()) == 0:
+                raise SnapshotError(f"snapshot {snapshot} yields no labelled rows")
+            lake.write_manifest(staging, manifest)
+    finally:
+        features.unpersist()
+    return manifest

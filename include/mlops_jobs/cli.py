@@ -1,0 +1,60 @@
+"""Command-line entry point of the cluster-side jobs: ``mlops-job <job> [options]``.
+
+The same entry point runs under ``spark-submit`` (this file as the application), as a Databricks
+``python_wheel_task`` (console script ``mlops-job``) and from a shell. Exit codes: 0 success,
+2 bad input (the message names it), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def churn_features(args: argparse.Namespace) -> int:
+    from mlops_jobs.churn.features import FeatureConfigError, SnapshotError, run
+    from mlops_jobs.lake import LakeError
+
+    try:
+        manifest = run(args.snapshot, args.output, args.config)
+    except (SnapshotError, FeatureConfigError, LakeError) as err:
+        print(f"error: churn-features: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    splits = ", ".join(f"{s} {v['rows']}" for s, v in manifest["splits"].items())
+    print(f"churn-features: published {args.output} ({splits} rows)")
+    print(json.dumps({"output": args.output, "content_hash": manifest["content_hash"]}))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-job", description=__doc__)
+    jobs = parser.add_subparsers(dest="job", required=True)
+    features = jobs.add_parser("churn-features", help="build the churn feature set")
+    features.add_argument("--snapshot", required=True, help="URI of the input snapshot")
+    features.add_argument("--output", required=True, help="URI of the feature set to publish")
+    features.add_argument("--config", default=None, help="feature config JSON (default: packaged)")
+    features.set_defaults(handler=churn_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except Exception:
+        traceback.print_exc()
+        return EXIT_FAILED
+
+
+def console_main() -> None:
+    """Console-script entry point (``mlops-job``), as the packaged wheel declares it."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
