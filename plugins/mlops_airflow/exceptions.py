@@ -23,3 +23,7 @@ class MissingPartitionError(MlopsError):
 
 class ReconciliationError(MlopsError):
     """Exported row counts differ from the source's."""
+
+
+class SparkJobError(MlopsError):
+    """A cluster-side job failed; the message carries its error output (and run page URL)."""

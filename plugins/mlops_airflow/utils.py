@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from mlops_airflow.exceptions import InvalidParameterError
 
@@ -46,3 +48,49 @@ def as_bool(value: object, name: str) -> bool:
     if text in {"false", "0", "no", "none", ""}:
         return False
     raise InvalidParameterError(f"{name} must be true or false, got {value!r}")
+
+
+COMPUTE_BACKEND_VARIABLE = "mlops_compute_backend"
+COMPUTE_BACKEND_ENV = "MLOPS_COMPUTE_BACKEND"
+COMPUTE_BACKENDS = ("local", "databricks")
+
+
+def resolve_backend(explicit: str | None = None) -> str:
+    """The compute backend: the argument, the Variable ``mlops_compute_backend``,
+    ``MLOPS_COMPUTE_BACKEND``, else ``local``."""
+    value = explicit
+    if not value:
+        from airflow.sdk import Variable
+
+        value = Variable.get(COMPUTE_BACKEND_VARIABLE, default=None) or os.environ.get(
+            COMPUTE_BACKEND_ENV, "local"
+        )
+    value = value.strip().lower()
+    if value not in COMPUTE_BACKENDS:
+        raise InvalidParameterError(
+            f"unknown compute backend {value!r} (Variable {COMPUTE_BACKEND_VARIABLE} or "
+            f"{COMPUTE_BACKEND_ENV}); expected one of {', '.join(COMPUTE_BACKENDS)}"
+        )
+    return value
+
+
+def resolve_json_setting(explicit: Any, variable: str, env: str) -> Any:
+    """A JSON setting: the argument, else the Variable ``variable``, else the environment."""
+    if explicit:
+        return explicit
+    from airflow.sdk import Variable
+
+    raw = Variable.get(variable, default=None) or os.environ.get(env)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise InvalidParameterError(f"{variable} / {env} is not valid JSON: {err}") from None
+
+
+def lake_uri(*parts: str) -> str:
+    """``file://`` URI of a path under the lake root (for templates, rendered at run time)."""
+    from mlops_jobs import lake
+
+    return lake.path_uri(lake.to_path(resolve_lake_root()).joinpath(*parts))
