@@ -77,3 +77,16 @@ def lake_root(tmp_path: Path) -> Path:
     root = tmp_path / "lake"
     root.mkdir()
     return root
+
+
+SNAPSHOT_SPEC = {"customers": 150, "days": 100, "end_ds": "2026-03-01", "seed": 5}
+
+
+@pytest.fixture(scope="session")
+def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small published snapshot (no HiveServer2 needed) for the feature job tests."""
+    from mlops_jobs.demo.generator import DemoSpec
+    from tests.support import write_demo_snapshot
+
+    root = tmp_path_factory.mktemp("snapshot-lake")
+    return write_demo_snapshot(root, DemoSpec(**SNAPSHOT_SPEC))  # type: ignore[arg-type]

@@ -31,6 +31,14 @@ def churn_features(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def version(args: argparse.Namespace) -> int:
+    """Print the package version: a cheap check that a cluster runs the expected code."""
+    from mlops_jobs.packaging import source_hash
+
+    print(json.dumps({"package": "mlops_jobs", "source_hash": source_hash()}))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-job", description=__doc__)
     jobs = parser.add_subparsers(dest="job", required=True)
@@ -39,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--output", required=True, help="URI of the feature set to publish")
     features.add_argument("--config", default=None, help="feature config JSON (default: packaged)")
     features.set_defaults(handler=churn_features)
+    jobs.add_parser("version", help="print the job package's version").set_defaults(handler=version)
     return parser
 
 

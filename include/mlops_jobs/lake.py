@@ -108,9 +108,25 @@ def data_files(directory: Path, suffix: str = ".parquet") -> list[Path]:
 
 
 def content_hash(files: list[Path]) -> str:
-    """SHA-256 over the sorted SHA-256s of the files' bytes (independent of file names)."""
-    digests = sorted(_sha256(path) for path in files)
+    """SHA-256 over the sorted digests of the files' contents, independent of file names.
+
+    A Parquet file's digest covers its data and schema, not its bytes: Parquet writers do not
+    order footer fields deterministically (parquet-mr lists column encodings from a hash set), so
+    the same rows written twice can differ byte for byte. Other files are hashed as bytes.
+    """
+    digests = sorted(_parquet_digest(p) if _is_parquet(p) else _sha256(p) for p in files)
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def _parquet_digest(path: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 def _sha256(path: Path) -> str:

@@ -337,8 +337,14 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
     ).cache()
     try:
         with lake.publishing(final) as staging:
-            features.repartition(1, "split").write.mode("overwrite").partitionBy("split").parquet(
-                lake.path_uri(staging)
+            # One sorted file per split: the same snapshot gives byte-identical files (and so the
+            # same content hash) in every run and on every backend.
+            (
+                features.repartition(1, "split")
+                .sortWithinPartitions("customer_id", "ds")
+                .write.mode("overwrite")
+                .partitionBy("split")
+                .parquet(lake.path_uri(staging))
             )
             counts = {
                 r["split"]: int(r["count"]) for r in features.groupBy("split").count().collect()

@@ -75,3 +75,17 @@ def test_data_files_skip_markers_and_checksums(tmp_path: Path) -> None:
 def test_unsupported_uri_scheme_is_named() -> None:
     with pytest.raises(lake.LakeError, match="s3://bucket"):
         lake.to_path("s3://bucket/lake")
+
+
+def test_parquet_content_hash_covers_data_not_encoding(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"customer_id": [1, 2, 3], "amount": [1.5, None, 2.25]})
+    pq.write_table(table, tmp_path / "snappy.parquet", compression="snappy")
+    pq.write_table(table, tmp_path / "zstd.parquet", compression="zstd")
+    pq.write_table(table.slice(0, 2), tmp_path / "fewer.parquet")
+    snappy, zstd = tmp_path / "snappy.parquet", tmp_path / "zstd.parquet"
+    assert snappy.read_bytes() != zstd.read_bytes()
+    assert lake.content_hash([snappy]) == lake.content_hash([zstd])
+    assert lake.content_hash([snappy]) != lake.content_hash([tmp_path / "fewer.parquet"])
