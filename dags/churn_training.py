@@ -9,10 +9,14 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    pipeline's contract, exports the needed partitions server-side as Parquet, reconciles row
    counts and publishes `{lake}/churn/snapshots/ds=…/` with a `manifest.json` (Asset
    `churn_snapshot`).
+3. **build_features**: the Spark feature job (`mlops-job churn-features`) turns the snapshot into
+   point-in-time correct features with a deterministic train/valid/test split, published at
+   `{lake}/churn/features/ds=…/` (Asset `churn_features`). It runs on local Spark or as a
+   Databricks run, chosen by the Variable `mlops_compute_backend` (or `MLOPS_COMPUTE_BACKEND`).
 
 Params: `lookback_days` (history window, days), `allow_empty_partitions` (accept partitions
-without rows). Connections: `hiveserver2_default`. Lake root: Variable `mlops_lake_root` or the
-environment variable `MLOPS_LAKE_ROOT`.
+without rows). Connections: `hiveserver2_default`, and `databricks_default` for the Databricks
+backend. Lake root: Variable `mlops_lake_root` or the environment variable `MLOPS_LAKE_ROOT`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 
-from mlops_airflow.assets import CHURN_SNAPSHOT
+from mlops_airflow.assets import CHURN_FEATURES, CHURN_SNAPSHOT
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
+from mlops_airflow.utils import lake_uri
 from mlops_jobs.churn.tables import CHURN_SOURCES, DEFAULT_LOOKBACK_DAYS
 
 with DAG(
@@ -35,6 +41,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["churn", "ml"],
+    user_defined_macros={"lake_uri": lake_uri},
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
     params={
         "lookback_days": Param(
@@ -66,4 +73,16 @@ with DAG(
         outlets=[CHURN_SNAPSHOT],
     )
 
-    wait_for_partitions >> extract_snapshot
+    build_features = SparkJobOperator(
+        task_id="build_features",
+        job="churn-features",
+        arguments=[
+            "--snapshot",
+            "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
+            "--output",
+            "{{ lake_uri('churn', 'features', 'ds=' ~ ds) }}",
+        ],
+        outlets=[CHURN_FEATURES],
+    )
+
+    wait_for_partitions >> extract_snapshot >> build_features

@@ -5,3 +5,4 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 CHURN_SNAPSHOT = Asset(name="churn_snapshot", uri="lake://churn/snapshots", group="churn")
+CHURN_FEATURES = Asset(name="churn_features", uri="lake://churn/features", group="churn")

@@ -9,6 +9,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -39,6 +40,11 @@ def test_churn_training_shape(dagbag: DagBag) -> None:
     assert isinstance(extract, HiveExtractOperator)
     assert extract.upstream_task_ids == {"wait_for_partitions"}
     assert [a.name for a in extract.outlets] == ["churn_snapshot"]
+    features = dag.get_task("build_features")
+    assert isinstance(features, SparkJobOperator) and features.job == "churn-features"
+    assert features.upstream_task_ids == {"extract_snapshot"}
+    assert [a.name for a in features.outlets] == ["churn_features"]
+    assert features.backend is None  # resolved at execute time from configuration
     assert dag.params["lookback_days"] == 90
     assert dag.params["allow_empty_partitions"] is False
     assert not dag.catchup and dag.max_active_runs == 1
@@ -56,6 +62,29 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
         "raw.events": ["2026-02-22", "2026-02-28"],
         "raw.churn_labels": ["2026-03-01", "2026-03-01"],
     }
+
+
+def test_feature_arguments_render_from_the_snapshot_and_lake_root(
+    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dag = dagbag.get_dag("churn_training")
+    assert dag is not None
+    monkeypatch.setenv("MLOPS_LAKE_ROOT", str(tmp_path))
+    task = dag.get_task("build_features")
+
+    class TI:
+        def xcom_pull(self, task_ids: str) -> str:
+            return f"file:///lake/{task_ids}"
+
+    task.render_template_fields(
+        {"ds": "2026-03-01", "ti": TI(), **dag.user_defined_macros}  # type: ignore[arg-type]
+    )
+    assert task.arguments == [
+        "--snapshot",
+        "file:///lake/extract_snapshot",
+        "--output",
+        f"file://{tmp_path}/churn/features/ds=2026-03-01",
+    ]
 
 
 def test_dag_files_import_no_heavy_libraries_at_parse_time() -> None:

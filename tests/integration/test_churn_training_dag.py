@@ -44,3 +44,8 @@ def test_churn_training_runs_end_to_end(demo_warehouse: object, airflow_db: None
     assert manifest["producer"]["dag_id"] == "churn_training"
     assert manifest["producer"]["task_id"] == "extract_snapshot"
     assert manifest["tables"]["events"]["partitions"]["first"] == "2026-02-15"
+
+    features = lake.read_manifest(box.parents[1] / "features" / f"ds={DEMO['end_ds']}")
+    assert features["snapshot"]["content_hash"] == manifest["content_hash"]
+    labelled = sum(split["rows"] for split in features["splits"].values())
+    assert labelled == manifest["tables"]["churn_labels"]["rows"]

@@ -28,6 +28,18 @@ def summarize(ds: str) -> list[str]:
             window = table.get("partitions")
             span = f", ds {window['first']}..{window['last']}" if window else ""
             lines.append(f"    {alias:<13} {table['rows']:>9,} rows from {table['table']}{span}")
+    features = lake.box_path(root, "churn/features", ds)
+    try:
+        feature_manifest = lake.read_manifest(features)
+    except lake.LakeError as err:
+        lines.append(f"  features: none ({err})")
+    else:
+        splits = ", ".join(f"{s} {v['rows']:,}" for s, v in feature_manifest["splits"].items())
+        lines.append(f"  features: {lake.path_uri(features)}")
+        lines.append(
+            f"    {len(feature_manifest['features'])} features; rows: {splits}; "
+            f"churn rate {feature_manifest['label_rate']:.3f}"
+        )
     truth = local_root() / "demo" / "truth" / "summary.json"
     if truth.is_file():
         demo = json.loads(truth.read_text())
