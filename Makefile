@@ -51,6 +51,10 @@ lint: setup
 typecheck: setup
 	$(LOCAL) mypy
 
+bench: setup
+	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -c requirements.lock -r requirements-bench.txt
+	$(LOCAL) python bench/features.py
+
 ui: setup
 	$(LOCAL) airflow standalone
 
