@@ -146,7 +146,8 @@ def duckdb_sql(snapshot: Path, config: FeatureConfig, out: Path) -> str:
     ), history AS (
         SELECT e.customer_id, l.ds, l.cutoff, e.event_time, e.event_type, e.channel, e.amount,
                date_diff('day', e.event_time::DATE, l.cutoff::DATE) AS days_before
-        FROM read_parquet('{snapshot}/events/*.parquet', hive_partitioning = false) e JOIN labels l USING (customer_id)
+        FROM read_parquet('{snapshot}/events/*.parquet', hive_partitioning = false) e
+        JOIN labels l USING (customer_id)
         WHERE e.event_time < l.cutoff
           AND e.event_time >= l.cutoff - INTERVAL {config.max_window} DAY
     ), daily AS (
@@ -157,7 +158,8 @@ def duckdb_sql(snapshot: Path, config: FeatureConfig, out: Path) -> str:
     ), f AS (SELECT *, {", ".join(trends)} FROM windowed)
     SELECT l.customer_id, l.ds, {fill}, {attributes}, l.label
     FROM labels l
-    JOIN read_parquet('{snapshot}/customers/*.parquet', hive_partitioning = false) c USING (customer_id)
+    JOIN read_parquet('{snapshot}/customers/*.parquet', hive_partitioning = false) c
+        USING (customer_id)
     LEFT JOIN f USING (customer_id, ds)
     ) TO '{out}' (FORMAT parquet)
     """

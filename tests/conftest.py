@@ -30,6 +30,7 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(TEST_ROOT / "airflow" / "logs"),
+        "SPARK_LOCAL_IP": "127.0.0.1",
         "AIRFLOW_CONN_HIVESERVER2_DEFAULT": (
             f"hiveserver2://127.0.0.1:{TEST_PORT}/default?auth_mechanism=NONE"
         ),

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 CONFIG_PATH = Path(__file__).with_name("feature_config.json")
 SPLITS = ("train", "valid", "test")
 KEYS = ("customer_id", "ds")
-SECONDS_PER_DAY = 86_400
+MICROS_PER_DAY = 86_400_000_000
 
 
 class FeatureConfigError(ValueError):
@@ -119,80 +119,105 @@ def with_cutoff(labels: DataFrame) -> DataFrame:
     return labels.withColumn("cutoff", F.to_timestamp(F.col("ds"), "yyyy-MM-dd"))
 
 
-def daily_activity(events: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
-    """One row per label and event day before the cutoff: counts by type and channel, amount.
+def event_history(events: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
+    """Events joined to the labels they may inform: strictly before the label's cutoff and at
+    most ``max_window`` days before it, with ``days_before`` (1 for the day before the cutoff).
 
-    Pre-aggregating per day keeps the string comparisons to one pass over the events; the
-    windowed sums then run over far fewer rows.
+    Times are compared as epoch microseconds, which is much cheaper per event than date and
+    interval arithmetic; with the cutoff at midnight UTC, ``days_before`` is the elapsed time
+    rounded up to whole days.
     """
     from pyspark.sql import functions as F
 
-    cutoffs = with_cutoff(labels).select("customer_id", "ds", "cutoff")
-    joined = events.select("customer_id", "event_time", "event_type", "channel", "amount").join(
-        cutoffs, "customer_id"
+    cutoffs = with_cutoff(labels).select(
+        "customer_id", "ds", F.unix_micros("cutoff").alias("cutoff_us")
     )
-    in_history = (F.col("event_time") < F.col("cutoff")) & (
-        F.col("event_time") >= F.col("cutoff") - F.make_interval(days=F.lit(config.max_window))
+    history_us = config.max_window * MICROS_PER_DAY
+    return (
+        events.select(
+            "customer_id",
+            F.unix_micros("event_time").alias("event_us"),
+            "event_type",
+            "channel",
+            "amount",
+        )
+        .join(cutoffs, "customer_id")
+        .where(
+            (F.col("event_us") < F.col("cutoff_us"))
+            & (F.col("event_us") >= F.col("cutoff_us") - F.lit(history_us))
+        )
+        .withColumn(
+            "days_before",
+            F.expr(f"(cutoff_us - event_us + {MICROS_PER_DAY - 1}) div {MICROS_PER_DAY}"),
+        )
     )
-    joined = joined.where(in_history).withColumn(
-        "days_before", F.datediff(F.to_date("cutoff"), F.to_date("event_time"))
-    )
-    aggregates = [
-        F.count(F.lit(1)).alias("n_events"),
-        F.max("event_time").alias("last_event_time"),
-        F.sum(F.when(F.col("event_type") == config.amount_event_type, F.col("amount"))).alias(
-            "amount"
-        ),
-    ]
-    aggregates += [
-        F.sum((F.col("event_type") == t).cast("int")).alias(f"n_type_{t}")
-        for t in config.event_types
-    ]
-    aggregates += [
-        F.sum((F.col("channel") == c).cast("int")).alias(f"n_channel_{c}") for c in config.channels
-    ]
-    return joined.groupBy("customer_id", "ds", "cutoff", "days_before").agg(*aggregates)
 
 
-def event_features(daily: DataFrame, config: FeatureConfig) -> DataFrame:
-    """Windowed recency/frequency/monetary features per label from ``daily_activity``."""
+def event_features(events: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
+    """Windowed recency/frequency/monetary features per label, in one aggregation.
+
+    Every window is a conditional sum over the label's history, so the partial aggregation
+    before the shuffle already collapses the events to one row per label. Active days use a
+    bitmap per label (bit ``d - 1`` set when there was an event ``d`` days before the cutoff,
+    in 64-day words), so a window's count of distinct days is a population count.
+    """
     from pyspark.sql import functions as F
 
+    history = event_history(events, labels, config)
+    words = (config.max_window + 63) // 64
+    day_bit = F.col("days_before") - F.lit(1)
+
     def within(window: int) -> Column:
-        # days_before is 1 for the day before the cutoff; a 7-day window covers days 1..7
         return F.col("days_before") <= window
 
-    def windowed_sum(column: str, window: int) -> Column:
-        return F.coalesce(F.sum(F.when(within(window), F.col(column))), F.lit(0))
+    def count_if(condition: Column, window: int) -> Column:
+        return F.sum((within(window) & condition).cast("int")).cast("long")
 
     aggregates = [
-        (
-            (F.unix_timestamp(F.first("cutoff")) - F.unix_timestamp(F.max("last_event_time")))
-            / SECONDS_PER_DAY
-        ).alias("recency_days")
+        ((F.first("cutoff_us") - F.max("event_us")) / F.lit(float(MICROS_PER_DAY))).alias(
+            "recency_days"
+        )
     ]
+    aggregates += [
+        F.bit_or(
+            F.when(
+                (day_bit >= 64 * k) & (day_bit < 64 * (k + 1)),
+                F.expr(f"shiftleft(1L, CAST(days_before - {1 + 64 * k} AS INT))"),
+            ).otherwise(F.lit(0).cast("long"))
+        ).alias(f"days_mask_{k}")
+        for k in range(words)
+    ]
+    is_amount = F.col("event_type") == config.amount_event_type
     for w in config.windows_days:
         aggregates += [
-            windowed_sum("n_events", w).cast("long").alias(f"events_{w}d"),
-            F.sum(within(w).cast("int")).cast("long").alias(f"active_days_{w}d"),
-            windowed_sum("amount", w).cast("double").alias(f"amount_{w}d"),
+            F.sum(within(w).cast("int")).cast("long").alias(f"events_{w}d"),
+            F.coalesce(F.sum(F.when(within(w) & is_amount, F.col("amount"))), F.lit(0.0))
+            .cast("double")
+            .alias(f"amount_{w}d"),
         ]
         aggregates += [
-            windowed_sum(f"n_type_{t}", w).cast("long").alias(f"{t}_{w}d")
-            for t in config.event_types
+            count_if(F.col("event_type") == t, w).alias(f"{t}_{w}d") for t in config.event_types
         ]
     cw = config.channel_window_days
     aggregates += [
-        windowed_sum(f"n_channel_{c}", cw).cast("long").alias(f"channel_{c}_{cw}d")
-        for c in config.channels
+        count_if(F.col("channel") == c, cw).alias(f"channel_{c}_{cw}d") for c in config.channels
     ]
-    features = daily.groupBy("customer_id", "ds").agg(*aggregates)
+    features = history.groupBy("customer_id", "ds").agg(*aggregates)
+    for w in config.windows_days:
+        active = F.lit(0)
+        for k in range(words):
+            bits = min(max(w - 64 * k, 0), 64)
+            if bits:
+                mask = -1 if bits == 64 else (1 << bits) - 1
+                word = F.col(f"days_mask_{k}").bitwiseAND(F.lit(mask).cast("long"))
+                active = active + F.bit_count(word)
+        features = features.withColumn(f"active_days_{w}d", active.cast("long"))
     for a, b in config.trends:
         features = features.withColumn(
             f"trend_events_{a}d_{b}d",
             F.col(f"events_{a}d") / F.lit(float(a)) - F.col(f"events_{b}d") / F.lit(float(b)),
         )
-    return features
+    return features.drop(*[f"days_mask_{k}" for k in range(words)])
 
 
 def attribute_features(customers: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
@@ -236,7 +261,7 @@ def build_churn_features(
     from pyspark.sql import functions as F
 
     labelled = labels.select("customer_id", "ds", F.col(config.label).cast("int").alias("label"))
-    activity = event_features(daily_activity(events, labelled, config), config)
+    activity = event_features(events, labelled, config)
     attributes = attribute_features(customers, labelled, config)
     joined = labelled.join(attributes, list(KEYS), "inner").join(activity, list(KEYS), "left")
     fills: dict[str, Any] = {name: 0 for name in config.event_feature_names()}

@@ -55,9 +55,10 @@ def local_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
-        # Thrift and Spark clients must never be picked up from a user's own configuration.
+        # Spark's Python workers run in the project's interpreter; local Spark binds to loopback.
         "PYSPARK_PYTHON": sys.executable,
         "PYARROW_IGNORE_TIMEZONE": "1",
+        "SPARK_LOCAL_IP": "127.0.0.1",
     }
     result = {key: environ.get(key, value) for key, value in defaults.items()}
     port = hiveserver2_port(result)

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,10 +150,14 @@ class HiveServer2:
                 )
             for sub in ("warehouse", "scratch", "scratch-local", "resources", "tmp"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
+            # Spark binds its driver to the host name's address unless told otherwise; loopback
+            # keeps the server working where the host name does not resolve.
+            env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
             with open(self.log_file, "ab") as log:
                 process = subprocess.Popen(
                     self.command(),
                     cwd=self.home,
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -185,16 +190,38 @@ class HiveServer2:
         from thrift.transport.TTransport import TTransportException
 
         while True:
+            error = self._ping_within(max(1.0, deadline - time.monotonic()))
+            if error is None:
+                return
+            if not isinstance(error, (TTransportException, OSError, EOFError, TimeoutError)):
+                raise HiveServer2Error(
+                    f"HiveServer2 on port {self.port} failed its first query ({error}); "
+                    f"log tail:\n{self.log_tail()}"
+                ) from error
+            if time.monotonic() > deadline:
+                raise HiveServer2Error(
+                    f"HiveServer2 on port {self.port} did not answer within {timeout:.0f} s "
+                    f"({error!r}); log tail:\n{self.log_tail()}"
+                ) from error
+            time.sleep(2.0)
+
+    def _ping_within(self, seconds: float) -> BaseException | None:
+        """Run ``ping`` but give up waiting after ``seconds`` (the client has no timeout)."""
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
             try:
                 self.ping()
-                return
-            except (TTransportException, OSError, EOFError) as err:
-                if time.monotonic() > deadline:
-                    raise HiveServer2Error(
-                        f"HiveServer2 on port {self.port} did not answer within {timeout:.0f} s "
-                        f"({err}); log tail:\n{self.log_tail()}"
-                    ) from err
-                time.sleep(2.0)
+                outcome.append(None)
+            except BaseException as err:
+                outcome.append(err)
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if not outcome:
+            return TimeoutError(f"no answer to SELECT 1 within {seconds:.0f} s")
+        return outcome[0]
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop our server if it runs (SIGTERM to its process group, then SIGKILL)."""

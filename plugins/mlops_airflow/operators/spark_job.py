@@ -161,6 +161,9 @@ class SparkJobOperator(BaseOperator):
             "PYTHONPATH": os.pathsep.join(filter(None, [include, os.environ.get("PYTHONPATH")])),
             "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
             "PYSPARK_DRIVER_PYTHON": sys.executable,
+            # local mode needs no network name; loopback also works where the host name
+            # does not resolve
+            "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
         }
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
