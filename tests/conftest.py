@@ -31,12 +31,15 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(TEST_ROOT / "airflow" / "logs"),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{TEST_ROOT / 'mlflow' / 'mlflow.db'}",
+        "MLOPS_MLFLOW_ARTIFACT_ROOT": str(TEST_ROOT / "mlflow" / "artifacts"),
         "AIRFLOW_CONN_HIVESERVER2_DEFAULT": (
             f"hiveserver2://127.0.0.1:{TEST_PORT}/default?auth_mechanism=NONE"
         ),
     }
 )
 (TEST_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
+(TEST_ROOT / "mlflow").mkdir(parents=True, exist_ok=True)
 
 # The demo warehouse every Hive test reads: small, and fixed so expectations are stable.
 DEMO = {"customers": 150, "days": 40, "end_ds": "2026-03-01", "seed": 11}

@@ -31,6 +31,41 @@ def churn_features(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def churn_train(args: argparse.Namespace) -> int:
+    from mlops_jobs.churn.model import TrainConfigError
+    from mlops_jobs.churn.train import TrainRequest, run
+    from mlops_jobs.training.launcher import LaunchError
+
+    try:
+        overrides = json.loads(args.params)
+        if not isinstance(overrides, dict):
+            raise TrainConfigError("--params must be a JSON object")
+        result = run(
+            TrainRequest(
+                features=args.features,
+                workers=args.workers,
+                overrides=overrides,
+                dag_id=args.dag_id,
+                run_id=args.run_id,
+                task_id=args.task_id,
+                try_number=args.try_number,
+                timeout_seconds=args.timeout_seconds,
+            )
+        )
+    except (TrainConfigError, json.JSONDecodeError) as err:
+        print(f"error: churn-train: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LaunchError as err:
+        print(f"error: churn-train: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"churn-train: registered {result['model_name']} version {result['model_version']} "
+        f"(run {result['run_id']}, metrics {result['metrics']})"
+    )
+    print(json.dumps(result))
+    return EXIT_OK
+
+
 def version(args: argparse.Namespace) -> int:
     """Print the package version: a cheap check that a cluster runs the expected code."""
     from mlops_jobs.packaging import source_hash
@@ -47,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--output", required=True, help="URI of the feature set to publish")
     features.add_argument("--config", default=None, help="feature config JSON (default: packaged)")
     features.set_defaults(handler=churn_features)
+    train = jobs.add_parser("churn-train", help="train and register the churn model")
+    train.add_argument("--features", required=True, help="URI of the feature set")
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--params", default="{}", help="training parameter overrides (JSON)")
+    train.add_argument("--dag-id", default="adhoc")
+    train.add_argument("--run-id", default="adhoc")
+    train.add_argument("--task-id", default="train_model")
+    train.add_argument("--try-number", type=int, default=1)
+    train.add_argument("--timeout-seconds", type=float, default=1800.0)
+    train.set_defaults(handler=churn_train)
     jobs.add_parser("version", help="print the job package's version").set_defaults(handler=version)
     return parser
 

@@ -59,6 +59,8 @@ def local_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
         "PYSPARK_PYTHON": sys.executable,
         "PYARROW_IGNORE_TIMEZONE": "1",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+        "MLOPS_MLFLOW_ARTIFACT_ROOT": str(root / "mlflow" / "artifacts"),
     }
     result = {key: environ.get(key, value) for key, value in defaults.items()}
     port = hiveserver2_port(result)
@@ -83,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         env = {**os.environ, **local_environment()}
         Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+        (local_root() / "mlflow").mkdir(parents=True, exist_ok=True)
         os.execvpe(command[0], command, env)
     print("usage: env show | env exec -- COMMAND [ARGS...]", file=sys.stderr)
     return 2

@@ -1,0 +1,209 @@
+"""The churn model (tf-keras) and its inputs: configuration, feature-set reading, evaluation.
+
+TensorFlow is imported inside functions: this module is also imported by the launcher's driver,
+which must not pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops_jobs import lake
+
+CONFIG_PATH = Path(__file__).with_name("train_config.json")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+class TrainConfigError(ValueError):
+    """A training parameter is unknown or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of the churn model."""
+
+    hidden_units: tuple[int, ...] = (64, 32)
+    dropout: float = 0.2
+    embedding_dim: int = 4
+    learning_rate: float = 0.003
+    per_worker_batch_size: int = 256
+    epochs: int = 40
+    early_stopping_patience: int = 5
+    seed: int = 7
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> TrainConfig:
+        raw = json.loads(Path(path or CONFIG_PATH).read_text())
+        raw.update(overrides or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise TrainConfigError(f"unknown training parameters: {', '.join(unknown)}")
+        try:
+            config = cls(
+                hidden_units=tuple(int(u) for u in raw["hidden_units"]),
+                dropout=float(raw["dropout"]),
+                embedding_dim=int(raw["embedding_dim"]),
+                learning_rate=float(raw["learning_rate"]),
+                per_worker_batch_size=int(raw["per_worker_batch_size"]),
+                epochs=int(raw["epochs"]),
+                early_stopping_patience=int(raw["early_stopping_patience"]),
+                seed=int(raw["seed"]),
+            )
+        except KeyError as err:
+            raise TrainConfigError(f"missing training parameter {err}") from None
+        except (TypeError, ValueError) as err:
+            raise TrainConfigError(f"invalid training parameter value: {err}") from None
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        checks = {
+            "hidden_units": bool(self.hidden_units) and all(u > 0 for u in self.hidden_units),
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "embedding_dim": self.embedding_dim > 0,
+            "learning_rate": self.learning_rate > 0,
+            "per_worker_batch_size": self.per_worker_batch_size > 0,
+            "epochs": self.epochs > 0,
+            "early_stopping_patience": self.early_stopping_patience >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise TrainConfigError(f"invalid {name}: {getattr(self, name)!r}")
+
+    def as_params(self) -> dict[str, Any]:
+        params = asdict(self)
+        params["hidden_units"] = ",".join(str(u) for u in self.hidden_units)
+        return params
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A published feature set: its manifest and the arrays of one split."""
+
+    uri: str
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, uri: str) -> FeatureSet:
+        try:
+            manifest = lake.read_manifest(uri)
+        except lake.LakeError as err:
+            raise TrainConfigError(f"feature set {uri}: {err}") from None
+        for key in ("features", "categorical", "statistics", "splits", "label"):
+            if key not in manifest:
+                raise TrainConfigError(f"feature set {uri}: manifest has no {key!r}")
+        return cls(uri=uri, manifest=manifest)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.manifest["features"])
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.manifest["categorical"])
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f for f in self.features if f not in self.categorical]
+
+    def split(
+        self, name: str, shard: int = 0, shards: int = 1
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Inputs (one ``(n, 1)`` array per feature) and labels of a split, or of one shard
+        of it (every ``shards``-th row from ``shard``)."""
+        import pyarrow.parquet as pq
+
+        directory = lake.to_path(self.uri) / self.manifest["splits"][name]["path"]
+        files = lake.data_files(directory)
+        if not files:
+            raise TrainConfigError(f"feature set {self.uri}: split {name!r} has no data files")
+        table = pq.read_table(files[0]) if len(files) == 1 else None
+        if table is None:
+            import pyarrow as pa
+
+            table = pa.concat_tables([pq.read_table(f) for f in files])
+        frame = table.to_pandas()
+        for column in (*self.features, self.manifest["label"]):
+            if column not in frame.columns:
+                raise TrainConfigError(
+                    f"feature set {self.uri}: split {name} lacks column {column}"
+                )
+            if frame[column].isna().any():
+                raise TrainConfigError(
+                    f"feature set {self.uri}: split {name} has nulls in column {column}"
+                )
+        frame = frame.sort_values(list(self.manifest.get("keys", ["customer_id"]))).iloc[
+            shard::shards
+        ]
+        inputs = {name: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.numeric}
+        inputs.update(
+            {
+                name: frame[name].astype(str).to_numpy(object).reshape(-1, 1)
+                for name in self.categorical
+            }
+        )
+        return inputs, frame[self.manifest["label"]].to_numpy(np.float32).reshape(-1, 1)
+
+    def rows(self, name: str) -> int:
+        return int(self.manifest["splits"][name]["rows"])
+
+
+def build_model(features: FeatureSet, config: TrainConfig) -> Any:
+    """Normalization (train-split statistics from the manifest) for numeric inputs, a vocabulary
+    lookup and embedding for categorical ones, then a small MLP with dropout."""
+    import tf_keras as keras
+
+    stats = features.manifest["statistics"]
+    inputs, encoded = {}, []
+    for name in features.numeric:
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
+        mean = float(stats[name]["mean"] or 0.0)
+        std = float(stats[name]["std"] or 0.0)
+        layer = keras.layers.Normalization(
+            mean=mean, variance=max(std * std, 1e-6), name=f"norm_{name}"
+        )
+        encoded.append(layer(inputs[name]))
+    for name in features.categorical:
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype="string")
+        vocabulary = sorted(stats[name]["vocabulary"])
+        lookup = keras.layers.StringLookup(vocabulary=vocabulary, name=f"lookup_{name}")
+        embedding = keras.layers.Embedding(
+            len(vocabulary) + 1, config.embedding_dim, name=f"embed_{name}"
+        )
+        encoded.append(keras.layers.Flatten()(embedding(lookup(inputs[name]))))
+    x = keras.layers.Concatenate()(encoded)
+    for i, units in enumerate(config.hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+        x = keras.layers.Dropout(config.dropout, seed=config.seed + i)(x)
+    output = keras.layers.Dense(1, activation="sigmoid", name="churn_probability")(x)
+    model = keras.Model(inputs=inputs, outputs=output)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of all weights: equal on every worker after synchronous training."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels.ravel(), scores.ravel()))
