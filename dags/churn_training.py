@@ -13,10 +13,17 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    point-in-time correct features with a deterministic train/valid/test split, published at
    `{lake}/churn/features/ds=…/` (Asset `churn_features`). It runs on local Spark or as a
    Databricks run, chosen by the Variable `mlops_compute_backend` (or `MLOPS_COMPUTE_BACKEND`).
+4. **train_model**: `workers` TensorFlow workers (tf-keras, `MultiWorkerMirroredStrategy`) train
+   the model synchronously, launched as a Spark barrier stage on the same backend; the chief logs
+   to MLflow and the model is registered as a new version of `churn` tagged `role=candidate`
+   (Asset `churn_model_candidate`; link "MLflow run").
 
 Params: `lookback_days` (history window, days), `allow_empty_partitions` (accept partitions
-without rows). Connections: `hiveserver2_default`, and `databricks_default` for the Databricks
-backend. Lake root: Variable `mlops_lake_root` or the environment variable `MLOPS_LAKE_ROOT`.
+without rows), `workers` (TensorFlow workers), `train_params` (overrides of
+`include/mlops_jobs/churn/train_config.json`, e.g. `{"epochs": 20}`).
+
+Connections: `hiveserver2_default`, and `databricks_default` for the Databricks backend.
+Lake root: Variable `mlops_lake_root` or `MLOPS_LAKE_ROOT`. MLflow: `MLFLOW_TRACKING_URI`.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 
-from mlops_airflow.assets import CHURN_FEATURES, CHURN_SNAPSHOT
+from mlops_airflow.assets import CHURN_FEATURES, CHURN_MODEL_CANDIDATE, CHURN_SNAPSHOT
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
+from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
 from mlops_airflow.utils import lake_uri
 from mlops_jobs.churn.tables import CHURN_SOURCES, DEFAULT_LOOKBACK_DAYS
@@ -55,6 +63,14 @@ with DAG(
             False,
             type="boolean",
             description="Accept required partitions that exist but have no rows.",
+        ),
+        "workers": Param(
+            2, type="integer", minimum=1, maximum=64, description="TensorFlow workers."
+        ),
+        "train_params": Param(
+            {},
+            type="object",
+            description='Training parameter overrides, e.g. {"epochs": 20, "dropout": 0.1}.',
         ),
     },
 ) as dag:
@@ -85,4 +101,12 @@ with DAG(
         outlets=[CHURN_FEATURES],
     )
 
-    wait_for_partitions >> extract_snapshot >> build_features
+    train_model = TrainModelOperator(
+        task_id="train_model",
+        features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
+        workers="{{ params.workers }}",
+        params="{{ params.train_params | tojson }}",
+        outlets=[CHURN_MODEL_CANDIDATE],
+    )
+
+    wait_for_partitions >> extract_snapshot >> build_features >> train_model

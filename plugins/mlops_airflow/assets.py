@@ -6,3 +6,6 @@ from airflow.sdk import Asset
 
 CHURN_SNAPSHOT = Asset(name="churn_snapshot", uri="lake://churn/snapshots", group="churn")
 CHURN_FEATURES = Asset(name="churn_features", uri="lake://churn/features", group="churn")
+CHURN_MODEL_CANDIDATE = Asset(
+    name="churn_model_candidate", uri="mlflow://models/churn/candidate", group="churn"
+)

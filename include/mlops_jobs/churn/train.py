@@ -117,6 +117,7 @@ def _result(client: Any, model_version: Any) -> dict[str, Any]:
     run = client.get_run(model_version.run_id)
     return {
         "run_id": model_version.run_id,
+        "experiment_id": run.info.experiment_id,
         "model_name": model_version.name,
         "model_version": str(model_version.version),
         "metrics": {k: v for k, v in run.data.metrics.items() if k in ("valid_auc", "test_auc")},

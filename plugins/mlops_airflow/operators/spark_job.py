@@ -23,7 +23,7 @@ from airflow.providers.databricks.hooks.databricks import RunState
 from airflow.providers.databricks.operators.databricks import DatabricksJobRunLink
 from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
 from airflow.providers.databricks.utils.databricks import validate_trigger_event
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
@@ -79,7 +79,7 @@ class SparkJobOperator(BaseOperator):
         "spark_conf": "json",
         "arguments": "json",
     }
-    operator_extra_links = (DatabricksJobRunLink(),)
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (DatabricksJobRunLink(),)
     ui_color = "#fde7d1"
 
     def __init__(

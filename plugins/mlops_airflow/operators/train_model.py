@@ -1,0 +1,129 @@
+"""Distributed training of the churn model through the job operator."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import XCom
+from airflow.sdk import BaseOperatorLink
+
+from mlops_airflow.exceptions import InvalidParameterError
+from mlops_airflow.operators.spark_job import SparkJobOperator
+from mlops_airflow.utils import positive_int
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+    from airflow.sdk.types import TaskInstanceKey
+
+MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"
+MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
+XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """Link to the MLflow run that trained the model."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return XCom.get_value(key=XCOM_MLFLOW_RUN_URL, ti_key=ti_key) or ""
+
+
+class TrainModelOperator(SparkJobOperator):
+    """
+    Train the churn model with N synchronous TensorFlow workers (``mlops-job churn-train``) on
+    the configured compute backend, and register it in MLflow as a candidate.
+
+    The Airflow ids of the task try are passed to the job, which tags the run and version with
+    them and registers nothing twice for the same try. Returns ``{run_id, experiment_id,
+    model_name, model_version, metrics}``; pushes ``mlflow_run_url`` for the "MLflow run" link.
+
+    :param features: URI of the feature set. (templated)
+    :param workers: Number of TensorFlow workers. (templated)
+    :param params: Training parameter overrides (see ``train_config.json``). (templated)
+    :param timeout_seconds: Bound on each worker; a hung or dead worker fails the stage. (templated)
+    :param mlflow_ui_url: Base URL of the MLflow UI for the link; default Variable
+        ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``.
+    """
+
+    template_fields: Sequence[str] = (
+        *SparkJobOperator.template_fields,
+        "features",
+        "workers",
+        "params_override",
+        "timeout_seconds",
+    )
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (
+        *SparkJobOperator.operator_extra_links,
+        MlflowRunLink(),
+    )
+
+    def __init__(
+        self,
+        *,
+        features: str,
+        workers: int | str = 2,
+        params: Mapping[str, Any] | str | None = None,
+        timeout_seconds: int | str = 1800,
+        mlflow_ui_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("job", "churn-train")
+        kwargs.setdefault("spark_conf", {"spark.python.worker.reuse": "false"})
+        super().__init__(**kwargs)
+        self.features = features
+        self.workers = workers
+        self.params_override = params
+        self.timeout_seconds = timeout_seconds
+        self.mlflow_ui_url = mlflow_ui_url
+
+    def job_arguments(self, context: Context) -> list[str]:
+        overrides = self.params_override or {}
+        if isinstance(overrides, str):
+            try:
+                overrides = json.loads(overrides)
+            except json.JSONDecodeError as err:
+                raise InvalidParameterError(f"params is not valid JSON: {err}") from None
+        if not isinstance(overrides, Mapping):
+            raise InvalidParameterError(f"params must be a mapping, got {overrides!r}")
+        ti = context["ti"]
+        return [
+            *super().job_arguments(context),
+            "--features", str(self.features),
+            "--workers", str(positive_int(self.workers, "workers")),
+            "--params", json.dumps(dict(overrides)),
+            "--timeout-seconds", str(positive_int(self.timeout_seconds, "timeout_seconds")),
+            "--dag-id", str(ti.dag_id),
+            "--run-id", str(ti.run_id),
+            "--task-id", str(ti.task_id),
+            "--try-number", str(ti.try_number),
+        ]  # fmt: skip
+
+    def execute(self, context: Context) -> Any:
+        # Every worker needs a task slot of its own on the local backend.
+        self.local_master = f"local[{positive_int(self.workers, 'workers')}]"
+        result = super().execute(context)
+        if not isinstance(result, dict) or "model_version" not in result:
+            raise InvalidParameterError(f"training job returned no model version: {result!r}")
+        base = self.mlflow_ui_url or _setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
+        if base:
+            experiment, run = result["experiment_id"], result["run_id"]
+            url = f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run}"
+            context["ti"].xcom_push(key=XCOM_MLFLOW_RUN_URL, value=url)
+        self.log.info(
+            "Registered %s version %s (run %s): %s",
+            result["model_name"],
+            result["model_version"],
+            result["run_id"],
+            result.get("metrics"),
+        )
+        return result
+
+
+def _setting(variable: str, env: str) -> str | None:
+    from airflow.sdk import Variable
+
+    return Variable.get(variable, default=None) or os.environ.get(env)
