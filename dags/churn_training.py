@@ -42,7 +42,7 @@ from mlops_jobs.churn.tables import CHURN_SOURCES, DEFAULT_LOOKBACK_DAYS
 
 with DAG(
     dag_id="churn_training",
-    description="Hive snapshot → features → distributed training → promotion for churn",
+    description="Hive snapshot → Spark features → distributed training → MLflow candidate",
     doc_md=__doc__,
     schedule="@daily",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
@@ -105,7 +105,7 @@ with DAG(
         task_id="train_model",
         features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
         workers="{{ params.workers }}",
-        params="{{ params.train_params | tojson }}",
+        train_params="{{ params.train_params | tojson }}",
         outlets=[CHURN_MODEL_CANDIDATE],
     )
 

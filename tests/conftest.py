@@ -31,6 +31,8 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(TEST_ROOT / "airflow" / "logs"),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # tf-keras models load only when TensorFlow is imported with legacy Keras.
+        "TF_USE_LEGACY_KERAS": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{TEST_ROOT / 'mlflow' / 'mlflow.db'}",
         "MLOPS_MLFLOW_ARTIFACT_ROOT": str(TEST_ROOT / "mlflow" / "artifacts"),
         "AIRFLOW_CONN_HIVESERVER2_DEFAULT": (
@@ -42,13 +44,27 @@ os.environ.update(
 (TEST_ROOT / "mlflow").mkdir(parents=True, exist_ok=True)
 
 # The demo warehouse every Hive test reads: small, and fixed so expectations are stable.
-DEMO = {"customers": 150, "days": 40, "end_ds": "2026-03-01", "seed": 11}
+DEMO = {"customers": 150, "days": 100, "end_ds": "2026-03-01", "seed": 11}
 LOOKBACK_DAYS = 14
+
+
+_LAST_HIVE_TEST: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests that need HiveServer2 first, so the server can stop right after them."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("hive") else 1)
+    hive = [item.nodeid for item in items if item.get_closest_marker("hive")]
+    _LAST_HIVE_TEST[:] = hive[-1:]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the test HiveServer2 (a 2 GB JVM) once no later test needs it."""
+    if _LAST_HIVE_TEST and item.nodeid == _LAST_HIVE_TEST[0]:
+        from mlops_jobs.localstack.hiveserver2 import HiveServer2
+
+        HiveServer2(home=TEST_ROOT / "hive", port=TEST_PORT).stop()
 
 
 @pytest.fixture(scope="session")

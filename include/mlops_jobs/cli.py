@@ -68,7 +68,7 @@ def churn_train(args: argparse.Namespace) -> int:
 
 def version(args: argparse.Namespace) -> int:
     """Print the package version: a cheap check that a cluster runs the expected code."""
-    from mlops_jobs.packaging import source_hash
+    from mlops_jobs.distribution import source_hash
 
     print(json.dumps({"package": "mlops_jobs", "source_hash": source_hash()}))
     return EXIT_OK

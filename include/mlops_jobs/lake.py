@@ -74,7 +74,12 @@ def publishing(final: Path) -> Iterator[Path]:
         retired = staging_root / f"{final.name}.retired.{uuid.uuid4().hex}"
         if final.exists():
             os.replace(final, retired)
-        os.replace(staging, final)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if retired.exists():
+                os.replace(retired, final)
+            raise
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -119,14 +124,17 @@ def content_hash(files: list[Path]) -> str:
 
 
 def _parquet_digest(path: Path) -> str:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path).replace_schema_metadata(None)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    # Batch by batch, so a large export is never held in memory at once.
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow.remove_metadata()
+    digest = hashlib.sha256(schema.serialize().to_pybytes())
+    for batch in parquet.iter_batches(batch_size=65_536):
+        for column in batch.columns:
+            for buffer in column.buffers():
+                digest.update(b"\0" if buffer is None else buffer.to_pybytes())
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:

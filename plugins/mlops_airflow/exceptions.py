@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class MlopsError(AirflowException):
     """Base class of the project's task failures."""
 
 
-class InvalidParameterError(MlopsError):
-    """A task parameter (or DAG Param) has an invalid value; the message names it."""
+class InvalidParameterError(MlopsError, AirflowFailException):
+    """A task parameter (or DAG Param) has an invalid value; the message names it. Retrying
+    cannot help, so the task fails without retries."""
 
 
-class SchemaContractError(MlopsError):
-    """Source tables do not match the pipeline's declared contract."""
+class SchemaContractError(MlopsError, AirflowFailException):
+    """Source tables do not match the pipeline's declared contract (fails without retries)."""
 
 
 class MissingPartitionError(MlopsError):

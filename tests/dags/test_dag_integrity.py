@@ -10,7 +10,9 @@ from airflow.dag_processing.dagbag import DagBag
 
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
+from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor
+from mlops_jobs.churn.tables import CHURN_SOURCES
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -45,6 +47,11 @@ def test_churn_training_shape(dagbag: DagBag) -> None:
     assert features.upstream_task_ids == {"extract_snapshot"}
     assert [a.name for a in features.outlets] == ["churn_features"]
     assert features.backend is None  # resolved at execute time from configuration
+    train = dag.get_task("train_model")
+    assert isinstance(train, TrainModelOperator) and train.job == "churn-train"
+    assert train.upstream_task_ids == {"build_features"}
+    assert [a.name for a in train.outlets] == ["churn_model_candidate"]
+    assert dag.params["workers"] == 2
     assert dag.params["lookback_days"] == 90
     assert dag.params["allow_empty_partitions"] is False
     assert not dag.catchup and dag.max_active_runs == 1
@@ -62,6 +69,11 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
         "raw.events": ["2026-02-22", "2026-02-28"],
         "raw.churn_labels": ["2026-03-01", "2026-03-01"],
     }
+    # ...which are exactly the partitions the extraction reads for that run
+    for contract in CHURN_SOURCES:
+        bounds = contract.partition_range("2026-03-01", 7)
+        if bounds is not None:
+            assert wait.partitions[str(contract.table)] == list(bounds)
 
 
 def test_feature_arguments_render_from_the_snapshot_and_lake_root(

@@ -350,6 +350,12 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
 
     config = FeatureConfig.load(config_path)
     snapshot_manifest = read_snapshot_manifest(snapshot)  # before paying for Spark
+    lookback = snapshot_manifest.get("lookback_days")
+    if lookback is not None and int(lookback) < config.max_window:
+        raise SnapshotError(
+            f"snapshot {snapshot} holds {lookback} days of events but the longest feature window "
+            f"is {config.max_window} days; extract it with lookback_days >= {config.max_window}"
+        )
     snapshot_dir = lake.to_path(snapshot)
     final = lake.to_path(output)
     spark = get_spark("churn-features")

@@ -38,7 +38,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
     """Train, register and return ``{run_id, model_name, model_version, metrics}``."""
     import mlflow
 
-    from mlops_jobs.packaging import version as code_version
+    from mlops_jobs.distribution import version as code_version
     from mlops_jobs.spark.session import get_spark
 
     config = TrainConfig.load(overrides=request.overrides)  # bad input fails before any work

@@ -38,7 +38,7 @@ def summarize(ds: str) -> list[str]:
         lines.append(f"  features: {lake.path_uri(features)}")
         lines.append(
             f"    {len(feature_manifest['features'])} features; rows: {splits}; "
-            f"churn rate {feature_manifest['label_rate']:.3f}"
+            f"churn rate {feature_manifest.get('label_rate') or 0:.3f}"
         )
     truth = local_root() / "demo" / "truth" / "summary.json"
     if truth.is_file():

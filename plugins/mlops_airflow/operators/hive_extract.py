@@ -19,7 +19,7 @@ from mlops_airflow.exceptions import (
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.utils import as_bool, positive_int, resolve_lake_root
 from mlops_jobs import hql, lake
-from mlops_jobs.churn.tables import TableContract
+from mlops_jobs.churn.tables import DEFAULT_LOOKBACK_DAYS, TableContract
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -58,7 +58,7 @@ class HiveExtractOperator(BaseOperator):
         *,
         sources: Sequence[TableContract],
         ds: str = "{{ ds }}",
-        lookback_days: int | str = 90,
+        lookback_days: int | str = DEFAULT_LOOKBACK_DAYS,
         allow_empty_partitions: bool | str = False,
         lake_root: str | None = None,
         dataset: str = "churn/snapshots",

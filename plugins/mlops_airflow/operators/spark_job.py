@@ -144,11 +144,12 @@ class SparkJobOperator(BaseOperator):
         import mlops_jobs
 
         spark_submit = Path(_find_spark_home()) / "bin" / "spark-submit"
-        entry = Path(mlops_jobs.__file__).resolve().parent / "cli.py"
+        entry = Path(mlops_jobs.__file__).resolve().parents[1] / "mlops_job.py"
         ti = context.get("ti")
         name = f"{getattr(ti, 'dag_id', 'adhoc')}.{getattr(ti, 'task_id', self.task_id)}"
         command = [str(spark_submit), "--master", self.local_master, "--name", name]
-        for key, value in {"spark.ui.enabled": "false", **(self.spark_conf or {})}.items():
+        defaults = {"spark.ui.enabled": "false", "spark.log.level": "WARN"}
+        for key, value in {**defaults, **(self.spark_conf or {})}.items():
             command += ["--conf", f"{key}={value}"]
         return [*command, str(entry), *self.job_arguments(context)]
 
@@ -195,7 +196,7 @@ class SparkJobOperator(BaseOperator):
 
     def upload_wheel(self) -> str:
         """Build the job wheel and upload it unless that version is already there."""
-        from mlops_jobs.packaging import build_wheel
+        from mlops_jobs.distribution import build_wheel
 
         wheel_dir = (self.wheel_dir or _variable(WHEEL_DIR_VARIABLE) or DEFAULT_WHEEL_DIR).rstrip(
             "/"
@@ -214,7 +215,7 @@ class SparkJobOperator(BaseOperator):
 
     def run_json(self, context: Context, wheel: str) -> dict[str, Any]:
         """The ``runs/submit`` request for this task try."""
-        from mlops_jobs.packaging import ENTRY_POINT, PACKAGE
+        from mlops_jobs.distribution import ENTRY_POINT, PACKAGE
 
         cluster = resolve_json_setting(self.databricks_cluster, CLUSTER_VARIABLE, CLUSTER_ENV)
         if not cluster or not ({"new_cluster", "existing_cluster_id"} & set(cluster)):
@@ -287,10 +288,13 @@ class SparkJobOperator(BaseOperator):
 
     def _finish(self, run_id: int, run_page_url: str, state: RunState) -> Any:
         run = self.databricks_hook.get_run(run_id)
-        outputs = [
-            (task, self.databricks_hook.get_run_output(task["run_id"]))
-            for task in run.get("tasks", [])
-        ]
+        outputs = []
+        for task in run.get("tasks", []):
+            try:
+                output = self.databricks_hook.get_run_output(task["run_id"])
+            except Exception as err:  # a run cancelled before its task started has no output
+                output = {} if state.is_successful else {"error": f"(no output: {err})"}
+            outputs.append((task, output))
         if state.is_successful:
             self.log.info("Run %s succeeded: %s", run_id, run_page_url)
             for _, output in outputs:

@@ -43,7 +43,7 @@ class TrainModelOperator(SparkJobOperator):
 
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
-    :param params: Training parameter overrides (see ``train_config.json``). (templated)
+    :param train_params: Training parameter overrides (see ``train_config.json``). (templated)
     :param timeout_seconds: Bound on each worker; a hung or dead worker fails the stage. (templated)
     :param mlflow_ui_url: Base URL of the MLflow UI for the link; default Variable
         ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``.
@@ -53,7 +53,7 @@ class TrainModelOperator(SparkJobOperator):
         *SparkJobOperator.template_fields,
         "features",
         "workers",
-        "params_override",
+        "train_params",
         "timeout_seconds",
     )
     operator_extra_links: tuple[BaseOperatorLink, ...] = (
@@ -66,7 +66,7 @@ class TrainModelOperator(SparkJobOperator):
         *,
         features: str,
         workers: int | str = 2,
-        params: Mapping[str, Any] | str | None = None,
+        train_params: Mapping[str, Any] | str | None = None,
         timeout_seconds: int | str = 1800,
         mlflow_ui_url: str | None = None,
         **kwargs: Any,
@@ -76,19 +76,19 @@ class TrainModelOperator(SparkJobOperator):
         super().__init__(**kwargs)
         self.features = features
         self.workers = workers
-        self.params_override = params
+        self.train_params = train_params
         self.timeout_seconds = timeout_seconds
         self.mlflow_ui_url = mlflow_ui_url
 
     def job_arguments(self, context: Context) -> list[str]:
-        overrides = self.params_override or {}
+        overrides = self.train_params or {}
         if isinstance(overrides, str):
             try:
                 overrides = json.loads(overrides)
             except json.JSONDecodeError as err:
-                raise InvalidParameterError(f"params is not valid JSON: {err}") from None
+                raise InvalidParameterError(f"train_params is not valid JSON: {err}") from None
         if not isinstance(overrides, Mapping):
-            raise InvalidParameterError(f"params must be a mapping, got {overrides!r}")
+            raise InvalidParameterError(f"train_params must be a mapping, got {overrides!r}")
         ti = context["ti"]
         return [
             *super().job_arguments(context),

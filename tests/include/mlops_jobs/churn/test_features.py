@@ -105,16 +105,17 @@ def test_future_events_never_leak_into_features(spark: Any) -> None:
     assert clean.loc[1, "events_90d"] == 1
 
 
-def test_inputs_are_not_mutated(spark: Any) -> None:
-    customers, events, labels = frames(
-        spark,
-        pd.DataFrame([customer(1)]),
-        pd.DataFrame([event(1, "2026-02-27 08:00")]).astype({"amount": "float64"}),
-        pd.DataFrame([{"customer_id": 1, "ds": DS, "churned": 0}]),
+def test_snapshot_shorter_than_the_longest_window_is_refused(tmp_path: Any) -> None:
+    from mlops_jobs.churn.features import SnapshotError, run
+    from tests.support import write_demo_snapshot
+
+    snapshot = write_demo_snapshot(
+        tmp_path, DemoSpec(customers=20, days=30, end_ds=DS, seed=1), lookback_days=14
     )
-    before = [df.schema for df in (customers, events, labels)]
-    build_churn_features(customers, events, labels, CONFIG).collect()
-    assert [df.schema for df in (customers, events, labels)] == before
+    out = tmp_path / "features"
+    with pytest.raises(SnapshotError, match="holds 14 days of events but the longest feature"):
+        run(str(snapshot), str(out))
+    assert not out.exists()
 
 
 def reference_features(

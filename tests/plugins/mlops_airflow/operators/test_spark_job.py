@@ -23,8 +23,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
 from mlops_airflow.operators.spark_job import SparkJobOperator, idempotency_token
 from mlops_jobs import lake
+from mlops_jobs.distribution import source_hash
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
-from mlops_jobs.packaging import source_hash
 from tests.support import FakeTI
 
 CLUSTER = {"new_cluster": {"spark_version": "16.4.x-scala2.12", "num_workers": 1}}

@@ -70,11 +70,11 @@ def build_wheel(out_dir: Path) -> Path:
         (
             f"{dist_info}/METADATA",
             f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {version()}\n"
-            "Summary: Cluster-side jobs of the ML platform\nRequires-Python: >=3.10\n".encode(),
+            "Summary: Cluster-side jobs of the ML platform\nRequires-Python: >=3.11\n".encode(),
         ),
         (
             f"{dist_info}/WHEEL",
-            b"Wheel-Version: 1.0\nGenerator: mlops_jobs.packaging\nRoot-Is-Purelib: true\n"
+            b"Wheel-Version: 1.0\nGenerator: mlops_jobs.distribution\nRoot-Is-Purelib: true\n"
             b"Tag: py3-none-any\n",
         ),
         (
