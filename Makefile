@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 LOCAL := PYTHONPATH=include $(VENV)/bin/python -m mlops_jobs.localstack.env exec --
 LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 
-DEMO_CUSTOMERS ?= 2000
+DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 120
 DS ?= 2026-03-01
 
@@ -54,6 +54,7 @@ typecheck: setup
 bench: setup
 	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -c requirements.lock -r requirements-bench.txt
 	$(LOCAL) python bench/features.py
+	$(LOCAL) python bench/train.py
 
 ui: setup
 	$(LOCAL) airflow standalone

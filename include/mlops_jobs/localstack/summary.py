@@ -40,6 +40,7 @@ def summarize(ds: str) -> list[str]:
             f"    {len(feature_manifest['features'])} features; rows: {splits}; "
             f"churn rate {feature_manifest.get('label_rate') or 0:.3f}"
         )
+    lines += _registered_models(lake.path_uri(features))
     truth = local_root() / "demo" / "truth" / "summary.json"
     if truth.is_file():
         demo = json.loads(truth.read_text())
@@ -48,6 +49,34 @@ def summarize(ds: str) -> list[str]:
             f"churn rate {demo['churn_rate']:.3f} (never read by the pipeline)"
         )
     return lines
+
+
+def _registered_models(features_uri: str) -> list[str]:
+    """Versions of ``churn`` trained on this feature set, newest first."""
+    import os
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return ["  models: MLFLOW_TRACKING_URI is not set"]
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    lines = []
+    try:
+        versions = client.search_model_versions("name = 'churn'")
+    except mlflow.exceptions.MlflowException as err:
+        return [f"  models: none ({err.message})"]
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        run = client.get_run(version.run_id)
+        if run.data.tags.get("features.uri") != features_uri:
+            continue
+        metrics = run.data.metrics
+        lines.append(
+            f"  model: churn version {version.version} ({version.tags.get('role', '-')}), "
+            f"run {version.run_id}, valid AUC {metrics.get('valid_auc', float('nan')):.4f}, "
+            f"test AUC {metrics.get('test_auc', float('nan')):.4f}, "
+            f"{run.data.params.get('workers', '?')} workers"
+        )
+    return lines or ["  models: none registered from this feature set"]
 
 
 def main(argv: list[str] | None = None) -> int:
