@@ -31,13 +31,13 @@ from mlops_jobs import lake  # noqa: E402
 from mlops_jobs.demo.generator import DemoSpec, bayes_auc, generate  # noqa: E402
 
 
-def plain_fit(features: str, epochs: int) -> dict[str, Any]:
+def plain_fit(features: str, epochs: int, batch: int) -> dict[str, Any]:
     """Single process, no distribution strategy, all cores: the baseline."""
     import tensorflow as tf
 
     from mlops_jobs.churn.model import FeatureSet, TrainConfig, build_model
 
-    config = TrainConfig.load(overrides={"epochs": epochs})
+    config = TrainConfig.load(overrides={"epochs": epochs, "per_worker_batch_size": batch})
     tf.keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.open(features)
     inputs, labels = feature_set.split("train")
@@ -87,10 +87,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--batch", type=int, default=1024, help="per-worker batch for the throughput runs"
+    )
     parser.add_argument("--plain", metavar="FEATURES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
-        print(json.dumps(plain_fit(args.plain, args.epochs)))
+        print(json.dumps(plain_fit(args.plain, args.epochs, args.batch)))
         return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)])}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -106,10 +109,15 @@ def main() -> int:
             check=True, env=env, capture_output=True,
         )  # fmt: skip
         features = lake.path_uri(output)
-        fixed = {"epochs": args.epochs, "early_stopping_patience": 10_000}
+        fixed = {
+            "epochs": args.epochs,
+            "early_stopping_patience": 10_000,
+            "per_worker_batch_size": args.batch,
+        }
         plain = json.loads(
             subprocess.run(
-                [sys.executable, __file__, "--plain", features, "--epochs", str(args.epochs)],
+                [sys.executable, __file__, "--plain", features, "--epochs", str(args.epochs),
+                 "--batch", str(args.batch)],
                 check=True, env=env, capture_output=True, text=True,
             ).stdout.strip().splitlines()[-1]
         )  # fmt: skip
@@ -135,6 +143,7 @@ def main() -> int:
         "cores": os.cpu_count(),
         "customers": args.customers,
         "epochs_for_throughput": args.epochs,
+        "per_worker_batch_for_throughput": args.batch,
         "plain_fit_examples_per_second": round(plain["examples_per_second"]),
         "launcher_1_worker_examples_per_second": round(one["examples_per_second"]),
         "launcher_2_workers_examples_per_second": round(two["examples_per_second"]),

@@ -66,6 +66,8 @@ def _registered_models(features_uri: str) -> list[str]:
     except mlflow.exceptions.MlflowException as err:
         return [f"  models: none ({err.message})"]
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if not version.run_id:
+            continue
         run = client.get_run(version.run_id)
         if run.data.tags.get("features.uri") != features_uri:
             continue
