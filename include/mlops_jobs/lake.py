@@ -124,16 +124,18 @@ def content_hash(files: list[Path]) -> str:
 
 
 def _parquet_digest(path: Path) -> str:
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    # Batch by batch, so a large export is never held in memory at once.
+    # Batch by batch, so a large export is never held in memory at once. Values are hashed
+    # through pandas rather than as Arrow buffers: the bytes under null slots and past the end
+    # of a validity bitmap are undefined, so buffers of equal data can differ.
     parquet = pq.ParquetFile(path)
     schema = parquet.schema_arrow.remove_metadata()
     digest = hashlib.sha256(schema.serialize().to_pybytes())
     for batch in parquet.iter_batches(batch_size=65_536):
-        for column in batch.columns:
-            for buffer in column.buffers():
-                digest.update(b"\0" if buffer is None else buffer.to_pybytes())
+        rows = pd.util.hash_pandas_object(batch.to_pandas(), index=False)
+        digest.update(rows.to_numpy().tobytes())
     return digest.hexdigest()
 
 
