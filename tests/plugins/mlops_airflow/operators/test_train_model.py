@@ -187,6 +187,10 @@ def test_killed_worker_fails_the_stage_in_bounded_time_and_registers_nothing(
         "tags.`airflow.run_id` = 'manual__kill'",
     )
     assert [r.info.status for r in runs] == ["FAILED"]
+    # The surviving worker dies with its Spark task (PR_SET_PDEATHSIG); allow for teardown.
+    deadline = time.monotonic() + 60
+    while (_worker_pids(0) or _worker_pids(1)) and time.monotonic() < deadline:
+        time.sleep(1)
     assert not _worker_pids(0) and not _worker_pids(1)
 
 
