@@ -110,16 +110,7 @@ def test_local_failure_reports_the_jobs_error(tmp_path: Path) -> None:
 def test_on_kill_terminates_the_local_process_group(demo_snapshot: Path, tmp_path: Path) -> None:
     out = tmp_path / "lake" / "churn" / "features" / "ds=2026-03-01"
     op = operator("churn-features", *features_args(demo_snapshot, out), backend="local")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            op.execute(context())
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = execute_in_thread(op)
     deadline = time.monotonic() + 120
     while op._process is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -214,16 +205,7 @@ def test_successful_run_returns_the_job_result(
 def test_on_kill_cancels_the_databricks_run(emulator: DatabricksEmulator) -> None:
     emulator.faults.start_delay_seconds = 60
     op = operator(backend="databricks")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            op.execute(context())
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = execute_in_thread(op)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (
         op.run_id and emulator.runs[op.run_id].life_cycle_state == "RUNNING"
@@ -278,6 +260,21 @@ def test_bad_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         operator(databricks_cluster=None).run_json(context(), "dbfs:/x.whl")
     with pytest.raises(InvalidParameterError, match="unknown compute backend 'emr'"):
         operator(backend="emr").execute(context())
+
+
+def execute_in_thread(op: SparkJobOperator) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``op.execute`` in a thread (so the test can kill it); errors are collected."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(context())
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
 
 
 def run_to_completion(op: SparkJobOperator, ti: FakeTI) -> Any:
