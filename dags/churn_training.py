@@ -17,13 +17,30 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    the model synchronously, launched as a Spark barrier stage on the same backend; the chief logs
    to MLflow and the model is registered as a new version of `churn` tagged `role=candidate`
    (Asset `churn_model_candidate`; link "MLflow run").
+5. **evaluate_model**: the candidate, the current `churn@champion` and a Spark MLlib baseline
+   (logistic regression trained in the same job) score the same frozen test split; ROC AUC,
+   PR AUC, log loss, Brier score, precision and recall at the operating threshold, overall and
+   by plan and region, go to MLflow with a report (ROC, precision-recall and calibration plots,
+   confusion matrix, segment table) in the candidate's run under `evaluation/`.
+6. **promotion_gate**: thresholds of `include/mlops_jobs/churn/promotion_config.json`
+   (Param `promotion_thresholds` overrides them) applied with MLflow's model validation: a floor,
+   a margin over the champion, better than the baseline. Fails → **reject_candidate** records
+   why (`validation_status=rejected`); the run still succeeds.
+7. **approve_promotion**: with `require_approval`, waits for a person (Required Actions in the
+   UI) shown the gate's table; "Reject" → **reject_in_review**. Otherwise approves at once.
+8. **promote_model**: `@challenger`, then `@champion` by compare-and-set against the champion the
+   candidate was evaluated with; the old champion keeps `@previous` (pool `mlflow_registry`,
+   Asset `churn_model`, which triggers `churn_batch_scoring`).
 
 Params: `lookback_days` (history window, days), `allow_empty_partitions` (accept partitions
 without rows), `workers` (TensorFlow workers), `train_params` (overrides of
-`include/mlops_jobs/churn/train_config.json`, e.g. `{"epochs": 20}`).
+`include/mlops_jobs/churn/train_config.json`, e.g. `{"epochs": 20}`), `promotion_thresholds`,
+`require_approval`, `force_promote` with `force_reason` (promote whatever the gate says; the
+reason is recorded).
 
-Connections: `hiveserver2_default`, and `databricks_default` for the Databricks backend.
-Lake root: Variable `mlops_lake_root` or `MLOPS_LAKE_ROOT`. MLflow: `MLFLOW_TRACKING_URI`.
+Connections: `hiveserver2_default`, `databricks_default` for the Databricks backend, and
+`mlflow_default` (else `MLFLOW_TRACKING_URI`). Lake root: Variable `mlops_lake_root` or
+`MLOPS_LAKE_ROOT`.
 """
 
 from __future__ import annotations
@@ -32,8 +49,16 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 
-from mlops_airflow.assets import CHURN_FEATURES, CHURN_MODEL_CANDIDATE, CHURN_SNAPSHOT
+from mlops_airflow.assets import CHURN_FEATURES, CHURN_MODEL, CHURN_MODEL_CANDIDATE, CHURN_SNAPSHOT
+from mlops_airflow.operators.evaluate_model import EvaluateModelOperator
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.promotion import (
+    REGISTRY_POOL,
+    ModelGateOperator,
+    PromoteModelOperator,
+    PromotionApprovalOperator,
+    RejectModelOperator,
+)
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
@@ -72,6 +97,28 @@ with DAG(
             type="object",
             description='Training parameter overrides, e.g. {"epochs": 20, "dropout": 0.1}.',
         ),
+        "promotion_thresholds": Param(
+            {},
+            type="object",
+            description='Promotion threshold overrides, e.g. {"floor": 0.75, '
+            '"min_improvement_over_champion": 0.005}.',
+        ),
+        "require_approval": Param(
+            False,
+            type="boolean",
+            description="Wait for a person to approve the promotion (Required Actions).",
+        ),
+        "force_promote": Param(
+            False,
+            type="boolean",
+            description="Promote even if the gate rejects the candidate (needs force_reason).",
+        ),
+        "force_reason": Param(
+            "",
+            type="string",
+            maxLength=500,
+            description="Why the gate is overridden; required with force_promote.",
+        ),
     },
 ) as dag:
     wait_for_partitions = HivePartitionsSensor(
@@ -109,4 +156,47 @@ with DAG(
         outlets=[CHURN_MODEL_CANDIDATE],
     )
 
-    wait_for_partitions >> extract_snapshot >> build_features >> train_model
+    evaluate_model = EvaluateModelOperator(
+        task_id="evaluate_model",
+        features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
+        candidate_version="{{ ti.xcom_pull(task_ids='train_model')['model_version'] }}",
+        thresholds="{{ params.promotion_thresholds | tojson }}",
+    )
+    promotion_gate = ModelGateOperator(
+        task_id="promotion_gate",
+        evaluation=evaluate_model.output,
+        thresholds="{{ params.promotion_thresholds | tojson }}",
+        force_promote="{{ params.force_promote }}",
+        force_reason="{{ params.force_reason }}",
+        approval_task_id="approve_promotion",
+        reject_task_id="reject_candidate",
+    )
+    approve_promotion = PromotionApprovalOperator(
+        task_id="approve_promotion",
+        require_approval="{{ params.require_approval }}",
+        subject="Promote churn version "
+        "{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['candidate_version'] }}?",
+        body="{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['table'] }}",
+        promote_task_id="promote_model",
+        reject_task_id="reject_in_review",
+        execution_timeout=None,
+    )
+    promote_model = PromoteModelOperator(
+        task_id="promote_model",
+        gate_task_id="promotion_gate",
+        approval_task_id="approve_promotion",
+        pool=REGISTRY_POOL,
+        outlets=[CHURN_MODEL],
+    )
+    reject_candidate = RejectModelOperator(
+        task_id="reject_candidate", gate_task_id="promotion_gate"
+    )
+    reject_in_review = RejectModelOperator(
+        task_id="reject_in_review",
+        gate_task_id="promotion_gate",
+        approval_task_id="approve_promotion",
+    )
+
+    wait_for_partitions >> extract_snapshot >> build_features >> train_model >> evaluate_model
+    evaluate_model >> promotion_gate >> [approve_promotion, reject_candidate]
+    approve_promotion >> [promote_model, reject_in_review]

@@ -48,6 +48,7 @@ def churn_train(args: argparse.Namespace) -> int:
                 dag_id=args.dag_id,
                 run_id=args.run_id,
                 task_id=args.task_id,
+                map_index=args.map_index,
                 try_number=args.try_number,
                 timeout_seconds=args.timeout_seconds,
             )
@@ -66,12 +67,56 @@ def churn_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def churn_evaluate(args: argparse.Namespace) -> int:
+    from mlops_jobs.churn.evaluate import EvaluateRequest, EvaluationError, run
+    from mlops_jobs.churn.model import TrainConfigError
+    from mlops_jobs.evaluation.gate import GateConfigError
+
+    try:
+        thresholds = json.loads(args.thresholds)
+        if not isinstance(thresholds, dict):
+            raise GateConfigError("--thresholds must be a JSON object")
+        result = run(
+            EvaluateRequest(
+                features=args.features,
+                candidate_version=args.candidate_version,
+                registered_model=args.model_name,
+                thresholds=thresholds,
+                dag_id=args.dag_id,
+                run_id=args.run_id,
+                task_id=args.task_id,
+                map_index=args.map_index,
+                try_number=args.try_number,
+            )
+        )
+    except (EvaluationError, GateConfigError, TrainConfigError, json.JSONDecodeError) as err:
+        print(f"error: churn-evaluate: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    champion = result["champion"]
+    print(
+        f"churn-evaluate: {result['model_name']} version {result['candidate']['version']} "
+        f"against {'champion version ' + champion['version'] if champion else 'no champion'} "
+        f"and the baseline on {result['evaluated_on']['rows']} test rows"
+    )
+    print(json.dumps(result))
+    return EXIT_OK
+
+
 def version(args: argparse.Namespace) -> int:
     """Print the package version: a cheap check that a cluster runs the expected code."""
     from mlops_jobs.distribution import source_hash
 
     print(json.dumps({"package": "mlops_jobs", "source_hash": source_hash()}))
     return EXIT_OK
+
+
+def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> None:
+    """The Airflow task instance a job runs for (tags its MLflow runs and versions)."""
+    parser.add_argument("--dag-id", default="adhoc")
+    parser.add_argument("--run-id", default="adhoc")
+    parser.add_argument("--task-id", default=task_id)
+    parser.add_argument("--map-index", type=int, default=-1)
+    parser.add_argument("--try-number", type=int, default=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,12 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--features", required=True, help="URI of the feature set")
     train.add_argument("--workers", type=int, default=2)
     train.add_argument("--params", default="{}", help="training parameter overrides (JSON)")
-    train.add_argument("--dag-id", default="adhoc")
-    train.add_argument("--run-id", default="adhoc")
-    train.add_argument("--task-id", default="train_model")
-    train.add_argument("--try-number", type=int, default=1)
+    add_instance_arguments(train, "train_model")
     train.add_argument("--timeout-seconds", type=float, default=1800.0)
     train.set_defaults(handler=churn_train)
+    evaluate = jobs.add_parser(
+        "churn-evaluate", help="evaluate a candidate against the champion and a baseline"
+    )
+    evaluate.add_argument("--features", required=True, help="URI of the feature set")
+    evaluate.add_argument("--candidate-version", required=True)
+    evaluate.add_argument("--model-name", default="churn")
+    evaluate.add_argument("--thresholds", default="{}", help="promotion config overrides (JSON)")
+    add_instance_arguments(evaluate, "evaluate_model")
+    evaluate.set_defaults(handler=churn_evaluate)
     jobs.add_parser("version", help="print the job package's version").set_defaults(handler=version)
     return parser
 

@@ -9,3 +9,5 @@ CHURN_FEATURES = Asset(name="churn_features", uri="lake://churn/features", group
 CHURN_MODEL_CANDIDATE = Asset(
     name="churn_model_candidate", uri="mlflow://models/churn/candidate", group="churn"
 )
+#: ``churn@champion`` moved (promotion or rollback); the event's extra names the version.
+CHURN_MODEL = Asset(name="churn_model", uri="mlflow://models/churn/champion", group="churn")

@@ -28,3 +28,8 @@ class ReconciliationError(MlopsError):
 
 class SparkJobError(MlopsError):
     """A cluster-side job failed; the message carries its error output (and run page URL)."""
+
+
+class PromotionConflictError(MlopsError, AirflowFailException):
+    """``@champion`` moved after the candidate was compared with it: the promotion would
+    overwrite another decision. Retrying cannot help; the candidate must be re-evaluated."""

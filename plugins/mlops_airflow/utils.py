@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from mlops_airflow.exceptions import InvalidParameterError
@@ -25,6 +26,13 @@ def resolve_lake_root(explicit: str | None = None) -> str:
             f"or the environment variable {LAKE_ROOT_ENV}"
         )
     return value
+
+
+def setting(variable: str, env: str, default: str | None = None) -> str | None:
+    """A setting resolved at run time: the Variable ``variable``, else the environment ``env``."""
+    from airflow.sdk import Variable
+
+    return Variable.get(variable, default=None) or os.environ.get(env) or default
 
 
 def positive_int(value: object, name: str) -> int:
@@ -94,3 +102,17 @@ def lake_uri(*parts: str) -> str:
     from mlops_jobs import lake
 
     return lake.path_uri(lake.to_path(resolve_lake_root()).joinpath(*parts))
+
+
+def json_mapping(value: Mapping[str, Any] | str | None, name: str) -> dict[str, Any]:
+    """A mapping from a mapping or its JSON text (a rendered template), or an error naming it."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise InvalidParameterError(f"{name} is not valid JSON: {err}") from None
+    if not isinstance(value, Mapping):
+        raise InvalidParameterError(f"{name} must be a mapping, got {value!r}")
+    return dict(value)

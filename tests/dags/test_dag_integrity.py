@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from mlops_airflow.operators.evaluate_model import EvaluateModelOperator
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.promotion import (
+    REGISTRY_POOL,
+    ModelGateOperator,
+    PromoteModelOperator,
+    PromotionApprovalOperator,
+    RejectModelOperator,
+)
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor
@@ -34,7 +42,7 @@ def test_every_dag_is_documented_and_tagged(dagbag: DagBag) -> None:
 
 
 def test_churn_training_shape(dagbag: DagBag) -> None:
-    dag = dagbag.get_dag("churn_training")
+    dag = dagbag.dags["churn_training"]
     assert dag is not None
     wait = dag.get_task("wait_for_partitions")
     extract = dag.get_task("extract_snapshot")
@@ -57,8 +65,31 @@ def test_churn_training_shape(dagbag: DagBag) -> None:
     assert not dag.catchup and dag.max_active_runs == 1
 
 
+def test_churn_training_promotion_stage(dagbag: DagBag) -> None:
+    dag = dagbag.dags["churn_training"]
+    evaluate = dag.get_task("evaluate_model")
+    assert isinstance(evaluate, EvaluateModelOperator) and evaluate.job == "churn-evaluate"
+    assert evaluate.upstream_task_ids == {"train_model"}
+    gate = dag.get_task("promotion_gate")
+    assert isinstance(gate, ModelGateOperator)
+    # A rejection is a branch, never a failure; approval sits between the gate and promotion.
+    assert gate.downstream_task_ids == {"approve_promotion", "reject_candidate"}
+    approve = dag.get_task("approve_promotion")
+    assert isinstance(approve, PromotionApprovalOperator)
+    assert approve.downstream_task_ids == {"promote_model", "reject_in_review"}
+    promote = dag.get_task("promote_model")
+    assert isinstance(promote, PromoteModelOperator)
+    assert promote.upstream_task_ids == {"approve_promotion"}
+    assert promote.pool == REGISTRY_POOL
+    assert [a.name for a in promote.outlets] == ["churn_model"]
+    for task_id in ("reject_candidate", "reject_in_review"):
+        assert isinstance(dag.get_task(task_id), RejectModelOperator)
+    assert dag.params["require_approval"] is False
+    assert dag.params["force_promote"] is False
+
+
 def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
-    dag = dagbag.get_dag("churn_training")
+    dag = dagbag.dags["churn_training"]
     assert dag is not None
     wait = dag.get_task("wait_for_partitions")
     context = {"ds": "2026-03-01", "params": {"lookback_days": 7}}
@@ -79,7 +110,7 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
 def test_feature_arguments_render_from_the_snapshot_and_lake_root(
     dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    dag = dagbag.get_dag("churn_training")
+    dag = dagbag.dags["churn_training"]
     assert dag is not None
     monkeypatch.setenv("MLOPS_LAKE_ROOT", str(tmp_path))
     task = dag.get_task("build_features")

@@ -116,22 +116,17 @@ class FeatureSet:
     def numeric(self) -> list[str]:
         return [f for f in self.features if f not in self.categorical]
 
-    def split(
-        self, name: str, shard: int = 0, shards: int = 1
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Inputs (one ``(n, 1)`` array per feature) and labels of a split, or of one shard
-        of it (every ``shards``-th row from ``shard``)."""
+    def frame(self, name: str) -> Any:
+        """One split as a pandas frame (keys, features, label, split columns), sorted by the
+        keys, checked for missing columns and nulls."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         directory = lake.to_path(self.uri) / self.manifest["splits"][name]["path"]
         files = lake.data_files(directory)
         if not files:
             raise TrainConfigError(f"feature set {self.uri}: split {name!r} has no data files")
-        table = pq.read_table(files[0]) if len(files) == 1 else None
-        if table is None:
-            import pyarrow as pa
-
-            table = pa.concat_tables([pq.read_table(f) for f in files])
+        table = pa.concat_tables([pq.read_table(f) for f in files])
         frame = table.to_pandas()
         for column in (*self.features, self.manifest["label"]):
             if column not in frame.columns:
@@ -142,20 +137,43 @@ class FeatureSet:
                 raise TrainConfigError(
                     f"feature set {self.uri}: split {name} has nulls in column {column}"
                 )
-        frame = frame.sort_values(list(self.manifest.get("keys", ["customer_id"]))).iloc[
-            shard::shards
-        ]
-        inputs = {name: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.numeric}
-        inputs.update(
-            {
-                name: frame[name].astype(str).to_numpy(object).reshape(-1, 1)
-                for name in self.categorical
-            }
-        )
-        return inputs, frame[self.manifest["label"]].to_numpy(np.float32).reshape(-1, 1)
+        keys = list(self.manifest.get("keys", ["customer_id"]))
+        return frame.sort_values(keys).reset_index(drop=True)
+
+    def inputs(self, frame: Any) -> dict[str, np.ndarray]:
+        """Model inputs of a frame: one ``(n, 1)`` array per feature."""
+        return model_inputs(frame, self.numeric, self.categorical)
+
+    def split(
+        self, name: str, shard: int = 0, shards: int = 1
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Inputs (one ``(n, 1)`` array per feature) and labels of a split, or of one shard
+        of it (every ``shards``-th row from ``shard``)."""
+        frame = self.frame(name).iloc[shard::shards]
+        return self.inputs(frame), frame[self.manifest["label"]].to_numpy(np.float32).reshape(-1, 1)
 
     def rows(self, name: str) -> int:
         return int(self.manifest["splits"][name]["rows"])
+
+
+def model_inputs(frame: Any, numeric: list[str], categorical: list[str]) -> dict[str, np.ndarray]:
+    """The model's input tensors from a frame of features (training, evaluation and scoring
+    all go through this one conversion)."""
+    inputs = {name: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in numeric}
+    inputs.update(
+        {name: frame[name].astype(str).to_numpy(object).reshape(-1, 1) for name in categorical}
+    )
+    return inputs
+
+
+def predict_probabilities(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Churn probabilities, flat, from a loaded pyfunc or tf-keras model."""
+    output = model.predict(inputs)
+    if isinstance(output, dict):
+        output = output.get("churn_probability", next(iter(output.values())))
+    if hasattr(output, "to_numpy"):
+        output = output.to_numpy()
+    return np.asarray(output, dtype=np.float64).reshape(-1)
 
 
 def build_model(features: FeatureSet, config: TrainConfig) -> Any:

@@ -2,9 +2,10 @@
 
 The driver (this module) opens the MLflow run, launches the workers as one Spark barrier stage,
 checks that every worker ended with the same weights, and registers the chief's logged model as
-a new version of ``churn`` tagged as a candidate. Re-running the same Airflow task try finds the
-version it registered before and registers nothing new. Any failure marks the run FAILED and
-registers nothing.
+a new version of ``churn`` tagged as a candidate. A version is registered at most once per Airflow
+task instance (dag, run, task, map index), whatever the try: a retry after registration returns
+that version. The run stays RUNNING until the model is registered; any failure marks it FAILED
+and registers nothing, and a retry marks runs that an earlier try left RUNNING as FAILED.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TrainRequest:
     dag_id: str = "adhoc"
     run_id: str = "adhoc"
     task_id: str = "train_model"
+    map_index: int = -1
     try_number: int = 1
     timeout_seconds: float = 1800.0
     registered_model: str = tracking.REGISTERED_MODEL
@@ -44,15 +46,17 @@ def run(request: TrainRequest) -> dict[str, Any]:
     config = TrainConfig.load(overrides=request.overrides)  # bad input fails before any work
     features = FeatureSet.open(request.features)
     client = mlflow.MlflowClient()
-    try_tags = tracking.try_tags(
-        request.dag_id, request.run_id, request.task_id, request.try_number
+    instance = tracking.instance_tags(
+        request.dag_id, request.run_id, request.task_id, request.map_index
     )
-    existing = tracking.find_registered_version(client, request.registered_model, try_tags)
+    existing = tracking.find_registered_version(client, request.registered_model, instance)
     if existing is not None:
         print(
             f"version {existing.version} of {request.registered_model} was registered by this "
-            "task try already; nothing new is registered"
+            "task instance already (an earlier try); nothing new is registered"
         )
+        if client.get_run(existing.run_id).info.status == "RUNNING":
+            client.set_terminated(existing.run_id, "FINISHED")
         return _result(client, existing)
 
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -61,21 +65,30 @@ def run(request: TrainRequest) -> dict[str, Any]:
         # happens to create the experiment.
         artifact_root = os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT")
         location = f"{artifact_root.rstrip('/')}/{EXPERIMENT}" if artifact_root else None
-        client.create_experiment(EXPERIMENT, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT)
+        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    for stale in tracking.find_runs(client, experiment_id, {**instance, "role": "training"}):
+        if stale.info.status == "RUNNING":
+            print(f"marking run {stale.info.run_id} of an earlier try FAILED (it never finished)")
+            client.set_terminated(stale.info.run_id, "FAILED")
+    mlflow.set_experiment(experiment_id=experiment_id)
     tags = {
-        **try_tags,
+        **instance,
+        tracking.TRY_TAG: str(request.try_number),
+        "role": "training",
+        "mlflow.runName": f"{request.dag_id}.{request.task_id}",
         "features.uri": request.features,
         "features.content_hash": str(features.manifest.get("content_hash")),
         "snapshot.content_hash": str(features.manifest.get("snapshot", {}).get("content_hash")),
         "code.version": code_version(),
         **{f"library.{k}": v for k, v in tracking.library_versions().items()},
     }
-    with mlflow.start_run(run_name=f"{request.dag_id}.{request.task_id}", tags=tags) as active:
-        run_id = active.info.run_id
-        mlflow.log_params(
-            {**config.as_params(), "workers": request.workers, "ds": features.manifest.get("ds")}
-        )
+    # A run created through the client stays RUNNING until set_terminated: it must not look
+    # FINISHED while the workers are still training.
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    params = {**config.as_params(), "workers": request.workers, "ds": features.manifest.get("ds")}
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     spec = WorkerSpec(
         module="mlops_jobs.churn.train_worker",
         arguments=(
@@ -104,7 +117,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
         model_version = mlflow.register_model(
             f"runs:/{run_id}/model",
             request.registered_model,
-            tags={**try_tags, "role": "candidate"},
+            tags={**instance, tracking.TRY_TAG: str(request.try_number), "role": "candidate"},
         )
     except BaseException:
         client.set_terminated(run_id, "FAILED")

@@ -220,7 +220,10 @@ def _log_model(
         ),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1), "churn_probability")]),
     )
-    with mlflow.start_run(run_id=run_id):
+    # The driver ends the run once the model is registered: leaving this block must not mark
+    # it FINISHED (the context manager would), so the run is left RUNNING explicitly.
+    mlflow.start_run(run_id=run_id)
+    try:
         mlflow.log_metrics(metrics)
         mlflow.log_metrics(
             {"epochs_run": epochs, "examples_per_second": result["examples_per_second"]}
@@ -232,6 +235,8 @@ def _log_model(
             input_example=example,
             pip_requirements=pip_requirements(),
         )
+    finally:
+        mlflow.end_run(status="RUNNING")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""MLflow conventions of the training jobs: lineage tags, library versions, registry lookups."""
+"""MLflow conventions of the jobs: lineage tags, library versions, registry lookups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 REGISTERED_MODEL = "churn"
 LIBRARIES = ("tensorflow-cpu", "tf-keras", "mlflow", "pyspark", "numpy", "pandas", "scikit-learn")
-TRY_TAGS = ("airflow.dag_id", "airflow.run_id", "airflow.task_id", "airflow.try_number")
+#: Tags that identify one Airflow task instance, whatever its try.
+INSTANCE_TAGS = ("airflow.dag_id", "airflow.run_id", "airflow.task_id", "airflow.map_index")
+TRY_TAG = "airflow.try_number"
 
 
 def library_versions() -> dict[str, str]:
@@ -30,14 +32,26 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def try_tags(dag_id: str, run_id: str, task_id: str, try_number: int) -> dict[str, str]:
-    """Tags that identify the Airflow task try that trained a model."""
-    return dict(zip(TRY_TAGS, (dag_id, run_id, task_id, str(try_number)), strict=True))
+def instance_tags(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str]:
+    """Tags that identify the Airflow task instance (every try of it) that produced something."""
+    return dict(zip(INSTANCE_TAGS, (dag_id, run_id, task_id, str(map_index)), strict=True))
 
 
 def find_registered_version(client: Any, name: str, tags: dict[str, str]) -> Any | None:
-    """The model version of ``name`` registered by the task try with ``tags``, if any."""
-    for model_version in client.search_model_versions(f"name = '{name}'"):
-        if all(model_version.tags.get(k) == v for k, v in tags.items()):
-            return model_version
-    return None
+    """The version of ``name`` whose tags include all of ``tags``, if any (the oldest)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    matches = [v for v in versions if all(v.tags.get(k) == val for k, val in tags.items())]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def find_runs(client: Any, experiment_id: str, tags: dict[str, str]) -> list[Any]:
+    """Runs of an experiment carrying all of ``tags``."""
+    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return list(client.search_runs([experiment_id], filter_string=clauses, max_results=100))

@@ -341,6 +341,18 @@ def idempotency_token(context: Context) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def instance_arguments(context: Context) -> list[str]:
+    """``--dag-id … --try-number …``: the task instance a job runs for, as jobs take it."""
+    ti = context["ti"]
+    return [
+        "--dag-id", str(ti.dag_id),
+        "--run-id", str(ti.run_id),
+        "--task-id", str(ti.task_id),
+        "--map-index", str(getattr(ti, "map_index", -1)),
+        "--try-number", str(ti.try_number),
+    ]  # fmt: skip
+
+
 def _result_line(lines: Sequence[str] | deque[str]) -> Any:
     """The last line that is a JSON object, parsed (the job's machine-readable result)."""
     for line in reversed(list(lines)):

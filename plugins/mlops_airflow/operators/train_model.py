@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +10,8 @@ from airflow.providers.common.compat.sdk import XCom
 from airflow.sdk import BaseOperatorLink
 
 from mlops_airflow.exceptions import InvalidParameterError
-from mlops_airflow.operators.spark_job import SparkJobOperator
-from mlops_airflow.utils import positive_int
+from mlops_airflow.operators.spark_job import SparkJobOperator, instance_arguments
+from mlops_airflow.utils import json_mapping, positive_int, setting
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -81,25 +80,14 @@ class TrainModelOperator(SparkJobOperator):
         self.mlflow_ui_url = mlflow_ui_url
 
     def job_arguments(self, context: Context) -> list[str]:
-        overrides = self.train_params or {}
-        if isinstance(overrides, str):
-            try:
-                overrides = json.loads(overrides)
-            except json.JSONDecodeError as err:
-                raise InvalidParameterError(f"train_params is not valid JSON: {err}") from None
-        if not isinstance(overrides, Mapping):
-            raise InvalidParameterError(f"train_params must be a mapping, got {overrides!r}")
-        ti = context["ti"]
+        overrides = json_mapping(self.train_params, "train_params")
         return [
             *super().job_arguments(context),
             "--features", str(self.features),
             "--workers", str(positive_int(self.workers, "workers")),
-            "--params", json.dumps(dict(overrides)),
+            "--params", json.dumps(overrides),
             "--timeout-seconds", str(positive_int(self.timeout_seconds, "timeout_seconds")),
-            "--dag-id", str(ti.dag_id),
-            "--run-id", str(ti.run_id),
-            "--task-id", str(ti.task_id),
-            "--try-number", str(ti.try_number),
+            *instance_arguments(context),
         ]  # fmt: skip
 
     def execute(self, context: Context) -> Any:
@@ -108,7 +96,7 @@ class TrainModelOperator(SparkJobOperator):
         result = super().execute(context)
         if not isinstance(result, dict) or "model_version" not in result:
             raise InvalidParameterError(f"training job returned no model version: {result!r}")
-        base = self.mlflow_ui_url or _setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
+        base = self.mlflow_ui_url or setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
         if base:
             experiment, run = result["experiment_id"], result["run_id"]
             url = f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run}"
@@ -121,9 +109,3 @@ class TrainModelOperator(SparkJobOperator):
             result.get("metrics"),
         )
         return result
-
-
-def _setting(variable: str, env: str) -> str | None:
-    from airflow.sdk import Variable
-
-    return Variable.get(variable, default=None) or os.environ.get(env)

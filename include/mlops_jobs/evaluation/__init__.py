@@ -1,0 +1,1 @@
+"""Model evaluation: classifier metrics (overall, by segment), the comparison report, the gate."""
