@@ -110,3 +110,17 @@ def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("snapshot-lake")
     return write_demo_snapshot(root, DemoSpec(**SNAPSHOT_SPEC))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The test Airflow metadata database, migrated once per session (for ``dag.test()``)."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )

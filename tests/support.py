@@ -62,3 +62,59 @@ def write_demo_snapshot(lake_root: Path, spec: DemoSpec, lookback_days: int = 90
             },
         )
     return final
+
+
+def register_version(client: Any, name: str, **tags: str) -> str:
+    """A new version of ``name`` backed by a run of its own (registry tests need no model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    experiment = client.get_experiment_by_name("registry-tests")
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    )
+    run = client.create_run(experiment_id, tags={"role": "training"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    version = client.create_model_version(
+        name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags
+    )
+    return str(version.version)
+
+
+def evaluation_result(
+    client: Any,
+    name: str,
+    candidate: str,
+    candidate_auc: float,
+    baseline_auc: float,
+    champion: str | None = None,
+    champion_auc: float | None = None,
+) -> dict[str, Any]:
+    """An evaluation as ``EvaluateModelOperator`` returns it, with the given ROC AUCs."""
+
+    def metrics(auc: float) -> dict[str, float]:
+        return {
+            "roc_auc": auc,
+            "pr_auc": auc / 2,
+            "log_loss": 1 - auc / 2,
+            "brier_score": 0.2,
+            "precision": 0.5,
+            "recall": 0.5,
+        }
+
+    def model(version: str | None, auc: float) -> dict[str, Any]:
+        run_id = client.get_model_version(name, version).run_id if version else "baseline-run"
+        return {"version": version, "run_id": run_id, "metrics": metrics(auc)}
+
+    return {
+        "model_name": name,
+        "threshold": 0.3,
+        "evaluated_on": {"uri": "file:///lake/churn/features/ds=2026-03-01", "rows": 1000},
+        "candidate": model(candidate, candidate_auc),
+        "champion": model(champion, champion_auc) if champion and champion_auc else None,
+        "baseline": model(None, baseline_auc),
+    }
