@@ -17,16 +17,20 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def churn_features(args: argparse.Namespace) -> int:
-    from mlops_jobs.churn.features import FeatureConfigError, SnapshotError, run
+    from mlops_jobs.churn.features import FeatureConfigError, SnapshotError, run, run_inference
     from mlops_jobs.lake import LakeError
 
+    build = run_inference if args.mode == "inference" else run
     try:
-        manifest = run(args.snapshot, args.output, args.config)
+        manifest = build(args.snapshot, args.output, args.config)
     except (SnapshotError, FeatureConfigError, LakeError) as err:
         print(f"error: churn-features: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    splits = ", ".join(f"{s} {v['rows']}" for s, v in manifest["splits"].items())
-    print(f"churn-features: published {args.output} ({splits} rows)")
+    if "splits" in manifest:
+        rows = ", ".join(f"{s} {v['rows']}" for s, v in manifest["splits"].items()) + " rows"
+    else:
+        rows = f"{manifest['rows']} customers to score"
+    print(f"churn-features: published {args.output} ({rows})")
     print(json.dumps({"output": args.output, "content_hash": manifest["content_hash"]}))
     return EXIT_OK
 
@@ -102,6 +106,42 @@ def churn_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def churn_score(args: argparse.Namespace) -> int:
+    from mlops_jobs.churn.score import ScoreRequest, ScoringError, run
+    from mlops_jobs.lake import LakeError
+
+    try:
+        manifest = run(
+            ScoreRequest(
+                features=args.features,
+                output=args.output,
+                registered_model=args.model_name,
+                alias=args.alias,
+                threshold=args.threshold,
+            )
+        )
+    except (ScoringError, LakeError) as err:
+        print(f"error: churn-score: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    model = manifest["model"]
+    print(
+        f"churn-score: {model['name']} version {model['version']} scored {manifest['rows']} "
+        f"customers ({manifest['predicted_churners']} predicted to churn) into {args.output}"
+    )
+    print(
+        json.dumps(
+            {
+                "output": args.output,
+                "ds": manifest["ds"],
+                "rows": manifest["rows"],
+                "model_version": model["version"],
+                "content_hash": manifest["content_hash"],
+            }
+        )
+    )
+    return EXIT_OK
+
+
 def version(args: argparse.Namespace) -> int:
     """Print the package version: a cheap check that a cluster runs the expected code."""
     from mlops_jobs.distribution import source_hash
@@ -126,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--snapshot", required=True, help="URI of the input snapshot")
     features.add_argument("--output", required=True, help="URI of the feature set to publish")
     features.add_argument("--config", default=None, help="feature config JSON (default: packaged)")
+    features.add_argument(
+        "--mode",
+        choices=("training", "inference"),
+        default="training",
+        help="training: labelled rows with a split; inference: every active customer, no label",
+    )
     features.set_defaults(handler=churn_features)
     train = jobs.add_parser("churn-train", help="train and register the churn model")
     train.add_argument("--features", required=True, help="URI of the feature set")
@@ -143,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--thresholds", default="{}", help="promotion config overrides (JSON)")
     add_instance_arguments(evaluate, "evaluate_model")
     evaluate.set_defaults(handler=churn_evaluate)
+    score = jobs.add_parser("churn-score", help="score inference features with the champion")
+    score.add_argument("--features", required=True, help="URI of the inference features")
+    score.add_argument("--output", required=True, help="URI of the predictions to publish")
+    score.add_argument("--model-name", default="churn")
+    score.add_argument("--alias", default="champion")
+    score.add_argument("--threshold", type=float, default=None, help="default: promotion config")
+    score.set_defaults(handler=churn_score)
     jobs.add_parser("version", help="print the job package's version").set_defaults(handler=version)
     return parser
 

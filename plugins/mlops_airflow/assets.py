@@ -11,3 +11,8 @@ CHURN_MODEL_CANDIDATE = Asset(
 )
 #: ``churn@champion`` moved (promotion or rollback); the event's extra names the version.
 CHURN_MODEL = Asset(name="churn_model", uri="mlflow://models/churn/champion", group="churn")
+#: ``ml.churn_predictions``: one partition per scored ``ds``. The Hive provider's URI form
+#: (``hive://host/database/table``) with a logical host: the server is configuration.
+CHURN_PREDICTIONS = Asset(
+    name="churn_predictions", uri="hive://warehouse/ml/churn_predictions", group="churn"
+)

@@ -116,3 +116,19 @@ def json_mapping(value: Mapping[str, Any] | str | None, name: str) -> dict[str, 
     if not isinstance(value, Mapping):
         raise InvalidParameterError(f"{name} must be a mapping, got {value!r}")
     return dict(value)
+
+
+def run_ds(dag_run: Any, override: str | None = None) -> str:
+    """The ``ds`` a run works on: ``override`` when given (a Param), else the logical date, else
+    (runs triggered by an Asset have no logical date) the day the run was due."""
+    from mlops_jobs import hql
+
+    if override:
+        try:
+            return hql.validate_ds(str(override), "ds")
+        except hql.InvalidIdentifierError as err:
+            raise InvalidParameterError(str(err)) from None
+    when = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
+    if when is None:
+        raise InvalidParameterError("the run has neither a logical date nor a run_after date")
+    return when.strftime("%Y-%m-%d")

@@ -250,29 +250,59 @@ def split_column(fractions: dict[str, float]) -> Column:
     )
 
 
-def build_churn_features(
-    customers: DataFrame, events: DataFrame, labels: DataFrame, config: FeatureConfig
+def feature_rows(
+    customers: DataFrame, events: DataFrame, population: DataFrame, config: FeatureConfig
 ) -> DataFrame:
-    """The feature set: one row per label, features in config order, label and split last.
+    """Every feature of each ``(customer_id, ds)`` row of ``population`` (other columns of the
+    population, such as a label, are kept). The one implementation behind training and
+    inference features.
 
     Customers without events in the window get zero counts and ``recency_days`` equal to the
     longest window (no activity seen).
     """
+    keyed = population.select("customer_id", "ds")
+    activity = event_features(events, keyed, config)
+    attributes = attribute_features(customers, keyed, config)
+    joined = population.join(attributes, list(KEYS), "inner").join(activity, list(KEYS), "left")
+    fills: dict[str, Any] = {name: 0 for name in config.event_feature_names()}
+    fills["recency_days"] = float(config.max_window)
+    return joined.fillna(fills)
+
+
+def build_churn_features(
+    customers: DataFrame, events: DataFrame, labels: DataFrame, config: FeatureConfig
+) -> DataFrame:
+    """The training feature set: one row per label, features in config order, label and split
+    last."""
     from pyspark.sql import functions as F
 
     labelled = labels.select("customer_id", "ds", F.col(config.label).cast("int").alias("label"))
-    activity = event_features(events, labelled, config)
-    attributes = attribute_features(customers, labelled, config)
-    joined = labelled.join(attributes, list(KEYS), "inner").join(activity, list(KEYS), "left")
-    fills: dict[str, Any] = {name: 0 for name in config.event_feature_names()}
-    fills["recency_days"] = float(config.max_window)
-    joined = joined.fillna(fills)
-    return joined.select(
+    return feature_rows(customers, events, labelled, config).select(
         "customer_id",
         "ds",
         *config.feature_names(),
         "label",
         split_column(config.split).alias("split"),
+    )
+
+
+def scoring_population(customers: DataFrame, ds: str) -> DataFrame:
+    """The customers to score as of ``ds``: everyone who signed up strictly before it (as for
+    labels), with ``ds`` as their row's date."""
+    from pyspark.sql import functions as F
+
+    return customers.where(F.col("signup_date") < F.to_date(F.lit(ds))).select(
+        "customer_id", F.lit(ds).alias("ds")
+    )
+
+
+def build_inference_features(
+    customers: DataFrame, events: DataFrame, ds: str, config: FeatureConfig
+) -> DataFrame:
+    """Features of every active customer as of ``ds``, computed exactly as for training."""
+    population = scoring_population(customers, ds)
+    return feature_rows(customers, events, population, config).select(
+        "customer_id", "ds", *config.feature_names()
     )
 
 
@@ -285,10 +315,13 @@ REQUIRED_COLUMNS = {
     "events": ("customer_id", "event_time", "event_type", "channel", "amount"),
     "churn_labels": ("customer_id", "ds"),
 }
+INFERENCE_TABLES = ("customers", "events")
 
 
-def read_snapshot_manifest(snapshot: str) -> dict[str, Any]:
-    """The snapshot's manifest, checked for the tables and columns the job needs."""
+def read_snapshot_manifest(
+    snapshot: str, needed: tuple[str, ...] = tuple(REQUIRED_COLUMNS)
+) -> dict[str, Any]:
+    """The snapshot's manifest, checked for the ``needed`` tables and the columns the job reads."""
     from mlops_jobs import lake
 
     try:
@@ -296,7 +329,8 @@ def read_snapshot_manifest(snapshot: str) -> dict[str, Any]:
     except lake.LakeError as err:
         raise SnapshotError(f"snapshot {snapshot}: {err}") from None
     tables = manifest.get("tables", {})
-    for alias, required in REQUIRED_COLUMNS.items():
+    for alias in needed:
+        required = REQUIRED_COLUMNS[alias]
         if alias not in tables:
             raise SnapshotError(f"snapshot {snapshot} has no table {alias!r}")
         present = {c["name"] for c in tables[alias].get("schema", [])}
@@ -336,6 +370,31 @@ def feature_statistics(features: DataFrame, config: FeatureConfig) -> dict[str, 
     return stats
 
 
+def load_snapshot(
+    snapshot: str, config: FeatureConfig, needed: tuple[str, ...]
+) -> tuple[dict[str, Any], Any, dict[str, DataFrame]]:
+    """The snapshot's manifest, directory and tables (as Spark DataFrames), checked first."""
+    from mlops_jobs import lake
+    from mlops_jobs.spark.session import get_spark
+
+    snapshot_manifest = read_snapshot_manifest(snapshot, needed)  # before paying for Spark
+    lookback = snapshot_manifest.get("lookback_days")
+    if lookback is not None and int(lookback) < config.max_window:
+        raise SnapshotError(
+            f"snapshot {snapshot} holds {lookback} days of events but the longest feature window "
+            f"is {config.max_window} days; extract it with lookback_days >= {config.max_window}"
+        )
+    snapshot_dir = lake.to_path(snapshot)
+    spark = get_spark("churn-features")
+    tables = {
+        alias: spark.read.parquet(
+            lake.path_uri(snapshot_dir / snapshot_manifest["tables"][alias]["path"])
+        )
+        for alias in needed
+    }
+    return snapshot_manifest, snapshot_dir, tables
+
+
 def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str, Any]:
     """Build the feature set from ``snapshot`` and publish it atomically at ``output``.
 
@@ -346,23 +405,12 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
     from pyspark.sql import functions as F
 
     from mlops_jobs import lake
-    from mlops_jobs.spark.session import get_spark
 
     config = FeatureConfig.load(config_path)
-    snapshot_manifest = read_snapshot_manifest(snapshot)  # before paying for Spark
-    lookback = snapshot_manifest.get("lookback_days")
-    if lookback is not None and int(lookback) < config.max_window:
-        raise SnapshotError(
-            f"snapshot {snapshot} holds {lookback} days of events but the longest feature window "
-            f"is {config.max_window} days; extract it with lookback_days >= {config.max_window}"
-        )
-    snapshot_dir = lake.to_path(snapshot)
+    snapshot_manifest, snapshot_dir, tables = load_snapshot(
+        snapshot, config, tuple(REQUIRED_COLUMNS)
+    )
     final = lake.to_path(output)
-    spark = get_spark("churn-features")
-    tables = {
-        alias: spark.read.parquet(lake.path_uri(snapshot_dir / info["path"]))
-        for alias, info in snapshot_manifest["tables"].items()
-    }
     features = build_churn_features(
         tables["customers"], tables["events"], tables["churn_labels"], config
     ).cache()
@@ -411,6 +459,59 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
             }
             if sum(counts.values()) == 0:
                 raise SnapshotError(f"snapshot {snapshot} yields no labelled rows")
+            lake.write_manifest(staging, manifest)
+    finally:
+        features.unpersist()
+    return manifest
+
+
+def run_inference(snapshot: str, output: str, config_path: str | None = None) -> dict[str, Any]:
+    """Build the inference features (every active customer as of the snapshot's ``ds``, no
+    label) from a snapshot of customers and events, and publish them atomically at ``output``.
+
+    :return: the published manifest
+    """
+    import datetime as dt
+
+    from mlops_jobs import lake
+
+    config = FeatureConfig.load(config_path)
+    snapshot_manifest, snapshot_dir, tables = load_snapshot(snapshot, config, INFERENCE_TABLES)
+    ds = snapshot_manifest.get("ds")
+    if not ds:
+        raise SnapshotError(f"snapshot {snapshot} has no ds in its manifest")
+    features = build_inference_features(tables["customers"], tables["events"], ds, config).cache()
+    try:
+        with lake.publishing(lake.to_path(output)) as staging:
+            (
+                features.repartition(1)
+                .sortWithinPartitions("customer_id")
+                .write.mode("overwrite")
+                .parquet(lake.path_uri(staging / "data"))
+            )
+            rows = features.count()
+            if rows == 0:
+                raise SnapshotError(f"snapshot {snapshot} has no customers to score as of {ds}")
+            manifest = {
+                "format_version": 1,
+                "dataset": "churn/inference_features",
+                "ds": ds,
+                "snapshot": {
+                    "uri": lake.path_uri(snapshot_dir),
+                    "content_hash": snapshot_manifest.get("content_hash"),
+                },
+                "features": config.feature_names(),
+                "categorical": list(config.categorical),
+                "keys": list(KEYS),
+                "path": "data",
+                "rows": rows,
+                "schema": [
+                    {"name": f.name, "type": f.dataType.simpleString()}
+                    for f in features.schema.fields
+                ],
+                "content_hash": lake.content_hash(lake.data_files(staging / "data")),
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
             lake.write_manifest(staging, manifest)
     finally:
         features.unpersist()

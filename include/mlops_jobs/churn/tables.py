@@ -11,7 +11,13 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mlops_jobs.hql import TableName, validate_ds, validate_identifier
+from mlops_jobs.hql import (
+    TableName,
+    quote_identifier,
+    string_literal,
+    validate_ds,
+    validate_identifier,
+)
 
 DEFAULT_LOOKBACK_DAYS = 90
 
@@ -60,6 +66,53 @@ class TableContract:
         first = day - dt.timedelta(days=lookback_days)
         return first.isoformat(), (day - dt.timedelta(days=1)).isoformat()
 
+    def create_statement(self) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` for the contract (Parquet, partitioned when it is)."""
+        columns = ", ".join(f"{quote_identifier(n)} {t.upper()}" for n, t in self.columns)
+        partition = (
+            f" PARTITIONED BY ({quote_identifier(self.partition_column)} STRING)"
+            if self.partitioned
+            else ""
+        )
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.table.quoted} ({columns}){partition} "
+            "STORED AS PARQUET"
+        )
+
+    def load_statements(
+        self, staging: TableName, location: str, partition_value: str | None = None
+    ) -> list[str]:
+        """Statements that replace the table's rows with the Parquet files at ``location``,
+        exposed as the external table ``staging`` and dropped again.
+
+        With ``partition_value`` the files hold the columns without the partition column and
+        replace exactly that partition; without it a partitioned table's files carry the
+        partition column and replace every partition they contain.
+        """
+        if "'" in location or "\\" in location:
+            raise ValueError(f"location {location!r} cannot be quoted in HiveQL")
+        columns = list(self.columns)
+        if self.partitioned and partition_value is None:
+            columns.append((self.partition_column, "string"))
+        staging_columns = ", ".join(f"{quote_identifier(n)} {t.upper()}" for n, t in columns)
+        select = ", ".join(quote_identifier(n) for n, _ in columns)
+        partition = ""
+        if self.partitioned:
+            column = quote_identifier(self.partition_column)
+            partition = (
+                f" PARTITION ({column} = {string_literal(partition_value)})"
+                if partition_value is not None
+                else f" PARTITION ({column})"
+            )
+        return [
+            f"DROP TABLE IF EXISTS {staging.quoted}",
+            f"CREATE EXTERNAL TABLE {staging.quoted} ({staging_columns}) STORED AS PARQUET "
+            f"LOCATION '{location}'",
+            f"INSERT OVERWRITE TABLE {self.table.quoted}{partition} "
+            f"SELECT {select} FROM {staging.quoted}",
+            f"DROP TABLE IF EXISTS {staging.quoted}",
+        ]
+
     def required_partitions(self, ds: str, lookback_days: int) -> list[str]:
         """Every ``ds`` value this run needs, oldest first."""
         bounds = self.partition_range(ds, lookback_days)
@@ -105,6 +158,22 @@ CHURN_LABELS = TableContract(
 )
 
 CHURN_SOURCES: tuple[TableContract, ...] = (CUSTOMERS, EVENTS, CHURN_LABELS)
+#: What batch scoring reads: customers and their events, no labels (they do not exist yet).
+CHURN_SCORING_SOURCES: tuple[TableContract, ...] = (CUSTOMERS, EVENTS)
+
+#: Where batch scoring writes: one partition per scored ``ds``.
+CHURN_PREDICTIONS = TableContract(
+    alias="churn_predictions",
+    table=TableName("ml", "churn_predictions"),
+    columns=(
+        ("customer_id", "bigint"),
+        ("churn_probability", "double"),
+        ("churn_predicted", "boolean"),
+        ("model_version", "string"),
+        ("scored_at", "timestamp"),
+    ),
+    window=PartitionWindow.CURRENT,
+)
 
 EVENT_TYPES = ("page_view", "login", "purchase", "support_ticket")
 CHANNELS = ("web", "mobile", "store")

@@ -48,42 +48,6 @@ def arrow_schema(contract: TableContract) -> pa.Schema:
     return pa.schema(fields)
 
 
-def create_table_statement(contract: TableContract) -> str:
-    columns = ", ".join(f"{quote_identifier(n)} {t.upper()}" for n, t in contract.columns)
-    partition = (
-        f" PARTITIONED BY ({quote_identifier(contract.partition_column)} STRING)"
-        if contract.partitioned
-        else ""
-    )
-    return (
-        f"CREATE TABLE IF NOT EXISTS {contract.table.quoted} ({columns}){partition} "
-        "STORED AS PARQUET"
-    )
-
-
-def load_statements(contract: TableContract, load_dir: Path) -> list[str]:
-    """Statements that replace the table's rows (or the partitions present) with ``load_dir``."""
-    staging = TableName(STAGING_DATABASE, contract.alias)
-    all_columns = [*contract.columns]
-    if contract.partitioned:
-        all_columns.append((contract.partition_column, "string"))
-    staging_columns = ", ".join(f"{quote_identifier(n)} {t.upper()}" for n, t in all_columns)
-    select = ", ".join(quote_identifier(n) for n, _ in all_columns)
-    partition = (
-        f" PARTITION ({quote_identifier(contract.partition_column)})"
-        if contract.partitioned
-        else ""
-    )
-    return [
-        f"DROP TABLE IF EXISTS {staging.quoted}",
-        f"CREATE EXTERNAL TABLE {staging.quoted} ({staging_columns}) STORED AS PARQUET "
-        f"LOCATION '{path_uri(load_dir)}'",
-        f"INSERT OVERWRITE TABLE {contract.table.quoted}{partition} "
-        f"SELECT {select} FROM {staging.quoted}",
-        f"DROP TABLE IF EXISTS {staging.quoted}",
-    ]
-
-
 @contextlib.contextmanager
 def hive_cursor(host: str, port: int) -> Iterator[Any]:
     from pyhive import hive
@@ -136,8 +100,9 @@ def load_warehouse(spec: DemoSpec, host: str, port: int, root: Path) -> dict[str
         cursor.execute("SET hive.exec.dynamic.partition=true")
         cursor.execute("SET hive.exec.dynamic.partition.mode=nonstrict")
         for contract in CHURN_SOURCES:
-            cursor.execute(create_table_statement(contract))
-            for statement in load_statements(contract, load_dirs[contract.alias]):
+            cursor.execute(contract.create_statement())
+            staging = TableName(STAGING_DATABASE, contract.alias)
+            for statement in contract.load_statements(staging, path_uri(load_dirs[contract.alias])):
                 cursor.execute(statement)
     shutil.rmtree(root / "demo" / "load", ignore_errors=True)
     return write_truth(data, spec, root / "demo" / "truth")

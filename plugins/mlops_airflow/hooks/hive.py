@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
 
 from mlops_jobs import hql
 from mlops_jobs.hql import TableName
+
+if TYPE_CHECKING:
+    from mlops_jobs.churn.tables import TableContract
 
 
 class HiveWarehouseHook(HiveServer2Hook):
@@ -46,6 +49,28 @@ class HiveWarehouseHook(HiveServer2Hook):
         # Hive returns (tab_name,); Spark returns (namespace, tableName, isTemporary).
         names = {str(row[1] if len(row) > 1 else row[0]).lower() for row in rows}
         return table.table.lower() in names
+
+    def contract_problems(self, contract: TableContract) -> list[str]:
+        """Every way the live table differs from its contract: absent, or missing, extra and
+        retyped columns (empty when it matches)."""
+        if not self.table_exists(contract.table):
+            return [f"{contract.table}: table does not exist"]
+        live = dict(self.describe_columns(contract.table))
+        expected = dict(contract.columns)
+        if contract.partitioned:
+            expected[contract.partition_column] = "string"
+        missing = [f"{c} {t}" for c, t in expected.items() if c not in live]
+        extra = [f"{c} {t}" for c, t in live.items() if c not in expected]
+        retyped = [
+            f"{c} (expected {t}, found {live[c]})"
+            for c, t in expected.items()
+            if c in live and live[c] != t
+        ]
+        return [
+            f"{contract.table}: {label} columns: {', '.join(items)}"
+            for label, items in (("missing", missing), ("extra", extra), ("retyped", retyped))
+            if items
+        ]
 
     def list_partitions(self, table: TableName) -> list[dict[str, str]]:
         """Partitions of ``table`` as ``{column: value}`` dicts (SHOW PARTITIONS)."""

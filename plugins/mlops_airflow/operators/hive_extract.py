@@ -120,25 +120,7 @@ class HiveExtractOperator(BaseOperator):
 
     def check_contracts(self) -> None:
         """Compare every source's live columns with its contract; report all drift at once."""
-        problems = []
-        for contract in self.sources:
-            if not self.hook.table_exists(contract.table):
-                problems.append(f"{contract.table}: table does not exist")
-                continue
-            live = dict(self.hook.describe_columns(contract.table))
-            expected = dict(contract.columns)
-            if contract.partitioned:
-                expected[contract.partition_column] = "string"
-            missing = [f"{c} {t}" for c, t in expected.items() if c not in live]
-            extra = [f"{c} {t}" for c, t in live.items() if c not in expected]
-            retyped = [
-                f"{c} (expected {t}, found {live[c]})"
-                for c, t in expected.items()
-                if c in live and live[c] != t
-            ]
-            for label, items in (("missing", missing), ("extra", extra), ("retyped", retyped)):
-                if items:
-                    problems.append(f"{contract.table}: {label} columns: {', '.join(items)}")
+        problems = [p for contract in self.sources for p in self.hook.contract_problems(contract)]
         if problems:
             raise SchemaContractError(
                 "source tables do not match the pipeline's contract:\n  " + "\n  ".join(problems)

@@ -122,20 +122,21 @@ def describe_missing(missing: Mapping[TableName, Sequence[str]], column: str) ->
 
 
 def partition_templates(
-    sources: Sequence[TableContract], lookback: str = "params.lookback_days"
+    sources: Sequence[TableContract], lookback: str = "params.lookback_days", ds: str = "ds"
 ) -> dict[str, list[str]]:
     """Templated ``partitions`` for the sources' windows, ending before (or at) the run's ``ds``.
 
     :param sources: Table contracts; unpartitioned tables are skipped.
     :param lookback: Jinja expression giving the lookback in days.
+    :param ds: Jinja expression giving the run's ``ds``.
     """
     ranges = {}
     for contract in sources:
         if contract.window is PartitionWindow.CURRENT:
-            ranges[str(contract.table)] = ["{{ ds }}", "{{ ds }}"]
+            ranges[str(contract.table)] = [f"{{{{ {ds} }}}}", f"{{{{ {ds} }}}}"]
         elif contract.window is PartitionWindow.LOOKBACK:
             ranges[str(contract.table)] = [
-                f"{{{{ macros.ds_add(ds, -({lookback})) }}}}",
-                "{{ macros.ds_add(ds, -1) }}",
+                f"{{{{ macros.ds_add({ds}, -({lookback})) }}}}",
+                f"{{{{ macros.ds_add({ds}, -1) }}}}",
             ]
     return ranges

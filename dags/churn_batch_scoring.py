@@ -1,0 +1,119 @@
+"""
+### Churn batch scoring
+
+Scores every active customer with the current `churn@champion` and writes the predictions back
+to Hive, `ml.churn_predictions`, partition `ds`. Runs daily and whenever the champion changes
+(Asset `churn_model`, emitted by a promotion in `churn_training` or by `churn_model_rollback`).
+
+1. **wait_for_partitions**: `raw.events` has every daily partition of the lookback window.
+2. **extract_snapshot**: `raw.customers` and those `raw.events` partitions, checked against the
+   contract and exported to `{lake}/churn/scoring_snapshots/ds=…/`.
+3. **build_features**: the same Spark feature code as training, in inference mode: every
+   customer who signed up before `ds`, no label (`{lake}/churn/inference_features/ds=…/`).
+4. **score**: the champion's version is resolved once; Spark scores every customer with it
+   (probability, decision at the operating threshold of `promotion_config.json`, model version,
+   scoring time) into `{lake}/churn/predictions/ds=…/`.
+5. **load_predictions**: replaces the Hive partition `ds` of `ml.churn_predictions` (created
+   from its contract if needed) and reconciles the row count. A re-run replaces the partition;
+   nothing is duplicated. Asset `churn_predictions`.
+
+`ds` is the run's logical date; runs triggered by the model Asset have none and use the day
+they were due; the Param `ds` overrides both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
+
+from mlops_airflow.assets import CHURN_MODEL, CHURN_PREDICTIONS
+from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
+from mlops_airflow.operators.spark_job import SparkJobOperator
+from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
+from mlops_airflow.utils import lake_uri, run_ds
+from mlops_jobs.churn.tables import (
+    CHURN_PREDICTIONS as PREDICTIONS_TABLE,
+)
+from mlops_jobs.churn.tables import (
+    CHURN_SCORING_SOURCES,
+    DEFAULT_LOOKBACK_DAYS,
+)
+
+DS = "run_ds(dag_run, params.ds)"
+
+with DAG(
+    dag_id="churn_batch_scoring",
+    description="churn@champion scores every active customer into ml.churn_predictions",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHURN_MODEL
+    ),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["churn", "ml", "scoring"],
+    user_defined_macros={"lake_uri": lake_uri, "run_ds": run_ds},
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "ds": Param(
+            "",
+            type="string",
+            pattern=r"^(|\d{4}-\d{2}-\d{2})$",
+            description="Score as of this day (YYYY-MM-DD); empty: the run's date.",
+        ),
+        "lookback_days": Param(
+            DEFAULT_LOOKBACK_DAYS,
+            type="integer",
+            minimum=1,
+            maximum=730,
+            description="Days of event history before ds that the features read.",
+        ),
+    },
+) as dag:
+    wait_for_partitions = HivePartitionsSensor(
+        task_id="wait_for_partitions",
+        partitions=partition_templates(CHURN_SCORING_SOURCES, ds=DS),
+        mode="reschedule",
+        poke_interval=300,
+        timeout=6 * 3600,
+    )
+    extract_snapshot = HiveExtractOperator(
+        task_id="extract_snapshot",
+        sources=CHURN_SCORING_SOURCES,
+        ds=f"{{{{ {DS} }}}}",
+        lookback_days="{{ params.lookback_days }}",
+        dataset="churn/scoring_snapshots",
+    )
+    build_features = SparkJobOperator(
+        task_id="build_features",
+        job="churn-features",
+        arguments=[
+            "--mode",
+            "inference",
+            "--snapshot",
+            "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
+            "--output",
+            f"{{{{ lake_uri('churn', 'inference_features', 'ds=' ~ {DS}) }}}}",
+        ],
+    )
+    score = SparkJobOperator(
+        task_id="score",
+        job="churn-score",
+        arguments=[
+            "--features",
+            "{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
+            "--output",
+            f"{{{{ lake_uri('churn', 'predictions', 'ds=' ~ {DS}) }}}}",
+        ],
+    )
+    load_predictions = HivePartitionLoadOperator(
+        task_id="load_predictions",
+        target=PREDICTIONS_TABLE,
+        source="{{ ti.xcom_pull(task_ids='score')['output'] }}",
+        ds=f"{{{{ {DS} }}}}",
+        outlets=[CHURN_PREDICTIONS],
+    )
+
+    wait_for_partitions >> extract_snapshot >> build_features >> score >> load_predictions

@@ -1,0 +1,187 @@
+"""Batch scoring: ``churn@champion`` scores the inference features of one ``ds`` with Spark.
+
+The alias is resolved once, to a version, so the whole job uses one model even if the champion
+moves meanwhile. The model's files are shipped to the executors (``SparkContext.addFile``), each
+Python worker loads it once, and partitions are scored with ``mapInPandas`` through the same
+input conversion as training and evaluation (``model_inputs``). Predictions are published
+atomically at the output with a manifest naming the model version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_jobs import lake
+from mlops_jobs.churn.evaluate import CHAMPION
+from mlops_jobs.churn.tables import CHURN_PREDICTIONS
+from mlops_jobs.training import tracking
+
+PREDICTION_COLUMNS = CHURN_PREDICTIONS.columns
+_MODELS: dict[str, Any] = {}
+
+
+class ScoringError(ValueError):
+    """Nothing to score with, or nothing to score; the message names the model or the input."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    features: str
+    output: str
+    registered_model: str = tracking.REGISTERED_MODEL
+    alias: str = CHAMPION
+    threshold: float | None = None
+
+
+def _load_shipped_model(name: str) -> Any:
+    """The pyfunc model shipped as ``name``, loaded once per Python worker."""
+    if name not in _MODELS:
+        import mlflow
+        from pyspark import SparkFiles
+
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        _MODELS[name] = mlflow.pyfunc.load_model(SparkFiles.get(name))
+    return _MODELS[name]
+
+
+def score_batches(
+    batches: Iterator[Any],
+    shipped: str,
+    numeric: list[str],
+    categorical: list[str],
+    threshold: float,
+    version: str,
+    scored_at: dt.datetime,
+) -> Iterator[Any]:
+    """``mapInPandas`` body: the model's churn probability for every row of every batch."""
+    import pandas as pd
+
+    from mlops_jobs.churn.model import model_inputs, predict_probabilities
+
+    model = _load_shipped_model(shipped)
+    for frame in batches:
+        if frame.empty:
+            continue
+        probability = predict_probabilities(model, model_inputs(frame, numeric, categorical))
+        yield pd.DataFrame(
+            {
+                "customer_id": frame["customer_id"].astype("int64").to_numpy(),
+                "churn_probability": probability,
+                "churn_predicted": probability >= threshold,
+                "model_version": version,
+                "scored_at": pd.Timestamp(scored_at).tz_convert(None),
+            }
+        )
+
+
+def run(request: ScoreRequest) -> dict[str, Any]:
+    """Score and publish; returns the predictions' manifest."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mlops_jobs.churn.evaluate import champion_version
+    from mlops_jobs.evaluation.gate import GateConfig
+    from mlops_jobs.spark.session import get_spark
+
+    threshold = (
+        GateConfig.load().operating_threshold if request.threshold is None else request.threshold
+    )
+    if not 0.0 < threshold < 1.0:
+        raise ScoringError(f"threshold must lie in (0, 1), got {threshold}")
+    try:
+        features = lake.read_manifest(request.features)
+    except lake.LakeError as err:
+        raise ScoringError(f"inference features {request.features}: {err}") from None
+    client = mlflow.MlflowClient()
+    name = request.registered_model
+    if request.alias == CHAMPION:
+        version = champion_version(client, name)
+    else:
+        try:
+            version = client.get_model_version_by_alias(name, request.alias)
+        except MlflowException:
+            version = None
+    if version is None:
+        raise ScoringError(
+            f"{name} has no @{request.alias}: no model to score with (promote one first)"
+        )
+    model_uri = f"models:/{name}/{version.version}"
+    local_model = mlflow.artifacts.download_artifacts(model_uri)
+    signature = mlflow.models.get_model_info(model_uri).signature
+    expected = [spec.name for spec in signature.inputs.inputs] if signature else []
+    missing = [c for c in expected if c not in features["features"]]
+    if missing:
+        raise ScoringError(
+            f"{model_uri} needs features that {request.features} lacks: {', '.join(missing)}"
+        )
+    numeric = [f for f in features["features"] if f not in features["categorical"]]
+    numeric = [f for f in numeric if not expected or f in expected]
+    categorical = [f for f in features["categorical"] if not expected or f in expected]
+
+    spark = get_spark("churn-score")
+    spark.sparkContext.addFile(local_model, recursive=True)
+    shipped = os.path.basename(local_model.rstrip("/"))
+    frame = spark.read.parquet(
+        lake.path_uri(lake.to_path(request.features) / features.get("path", "data"))
+    )
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    schema = ", ".join(f"{n} {t}" for n, t in PREDICTION_COLUMNS)
+    version_text = str(version.version)
+
+    def score(batches: Iterator[Any]) -> Iterator[Any]:
+        return score_batches(
+            batches, shipped, numeric, categorical, threshold, version_text, scored_at
+        )
+
+    predictions = (
+        frame.select("customer_id", *numeric, *categorical).mapInPandas(score, schema).cache()
+    )
+    try:
+        with lake.publishing(lake.to_path(request.output)) as staging:
+            (
+                predictions.repartition(1)
+                .sortWithinPartitions("customer_id")
+                .write.mode("overwrite")
+                .parquet(lake.path_uri(staging / "data"))
+            )
+            summary = predictions.selectExpr(
+                "count(*) AS rows",
+                "sum(CAST(churn_predicted AS INT)) AS positives",
+                "avg(churn_probability) AS mean_probability",
+            ).first()
+            rows = int(summary["rows"]) if summary else 0
+            if rows != int(features.get("rows", rows)):
+                raise ScoringError(
+                    f"scored {rows} rows but {request.features} holds {features.get('rows')}"
+                )
+            manifest = {
+                "format_version": 1,
+                "dataset": "churn/predictions",
+                "ds": features.get("ds"),
+                "path": "data",
+                "columns": [{"name": n, "type": t} for n, t in PREDICTION_COLUMNS],
+                "model": {
+                    "name": name,
+                    "alias": request.alias,
+                    "version": version_text,
+                    "run_id": version.run_id,
+                },
+                "threshold": threshold,
+                "rows": rows,
+                "predicted_churners": int(summary["positives"] or 0) if summary else 0,
+                "mean_probability": float(summary["mean_probability"] or 0.0) if summary else 0.0,
+                "features": {
+                    "uri": request.features,
+                    "content_hash": features.get("content_hash"),
+                },
+                "scored_at": scored_at.isoformat(),
+                "content_hash": lake.content_hash(lake.data_files(staging / "data")),
+            }
+            lake.write_manifest(staging, manifest)
+    finally:
+        predictions.unpersist()
+    return manifest
