@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,11 @@ os.environ.update(
         "MLOPS_MLFLOW_ARTIFACT_ROOT": str(TEST_ROOT / "mlflow" / "artifacts"),
         "AIRFLOW_CONN_HIVESERVER2_DEFAULT": (
             f"hiveserver2://127.0.0.1:{TEST_PORT}/default?auth_mechanism=NONE"
+        ),
+        # Spark's Python workers (in-process sessions) run this interpreter and import the jobs.
+        "PYSPARK_PYTHON": sys.executable,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH")])
         ),
     }
 )
@@ -116,7 +122,6 @@ def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def airflow_db() -> None:
     """The test Airflow metadata database, migrated once per session (for ``dag.test()``)."""
     import subprocess
-    import sys
 
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],

@@ -213,6 +213,39 @@ def build_model(features: FeatureSet, config: TrainConfig) -> Any:
     return model
 
 
+def log_churn_model(model: Any, features: FeatureSet) -> Any:
+    """Log a churn model to the active MLflow run as ``model``: tf-keras flavor, a tensor
+    signature (one ``(-1, 1)`` input per feature), an input example and pinned requirements."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from mlops_jobs.training.tracking import pip_requirements
+
+    inputs, _ = features.split("valid")
+    example = {name: values[:5] for name, values in inputs.items()}
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                TensorSpec(
+                    np.dtype(np.float32) if name in features.numeric else np.dtype(object),
+                    (-1, 1),
+                    name,
+                )
+                for name in features.features
+            ]
+        ),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1), "churn_probability")]),
+    )
+    return mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+    )
+
+
 def weights_digest(model: Any) -> str:
     """SHA-256 of all weights: equal on every worker after synchronous training."""
     digest = hashlib.sha256()

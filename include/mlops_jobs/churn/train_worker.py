@@ -199,27 +199,9 @@ def _log_model(
     result: dict[str, Any],
 ) -> None:
     import mlflow
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
 
-    from mlops_jobs.training.tracking import pip_requirements
+    from mlops_jobs.churn.model import log_churn_model
 
-    inputs, _ = features.split("valid")
-    example = {name: values[:5] for name, values in inputs.items()}
-    signature = ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(
-                    np.dtype(np.float32) if name in features.numeric else np.dtype(object),
-                    (-1, 1),
-                    name,
-                )
-                for name in features.features
-            ]
-        ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1), "churn_probability")]),
-    )
     # The driver ends the run once the model is registered: leaving this block must not mark
     # it FINISHED (the context manager would), so the run is left RUNNING explicitly.
     mlflow.start_run(run_id=run_id)
@@ -228,13 +210,7 @@ def _log_model(
         mlflow.log_metrics(
             {"epochs_run": epochs, "examples_per_second": result["examples_per_second"]}
         )
-        mlflow.tensorflow.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-        )
+        log_churn_model(model, features)
     finally:
         mlflow.end_run(status="RUNNING")
 

@@ -1,0 +1,203 @@
+"""Evaluation and batch scoring jobs on a real feature set, real tf-keras models in a real MLflow
+store, and the local Spark session: three-way evaluation with its report, train/serve parity of
+features and scores, idempotent scoring, and the errors that name what is missing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_jobs import lake
+from mlops_jobs.churn import features as feature_job
+from mlops_jobs.churn.evaluate import EvaluateRequest, EvaluationError
+from mlops_jobs.churn.evaluate import run as evaluate
+from mlops_jobs.churn.model import FeatureSet, TrainConfig, predict_probabilities
+from mlops_jobs.churn.score import ScoreRequest, ScoringError
+from mlops_jobs.churn.score import run as score
+from mlops_jobs.demo.generator import DemoSpec
+from tests.support import write_demo_snapshot
+
+SPEC = DemoSpec(customers=1500, days=100, end_ds="2026-03-01", seed=31)
+
+
+@pytest.fixture(scope="module")
+def feature_sets(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Training and inference features built from one snapshot by the jobs' own entry points."""
+    root = tmp_path_factory.mktemp("lifecycle-lake")
+    snapshot = lake.path_uri(write_demo_snapshot(root, SPEC))
+    training = lake.path_uri(lake.box_path(root, "churn/features", SPEC.end_ds))
+    inference = lake.path_uri(lake.box_path(root, "churn/inference_features", SPEC.end_ds))
+    feature_job.run(snapshot, training)
+    feature_job.run_inference(snapshot, inference)
+    return {"training": training, "inference": inference, "root": str(root)}
+
+
+@pytest.fixture(scope="module")
+def models(feature_sets: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A registered model of its own with two real tf-keras versions: ``trained`` (a few
+    epochs) and ``untrained`` (initial weights)."""
+    import mlflow
+
+    from mlops_jobs.churn.model import build_model, log_churn_model
+
+    features = FeatureSet.open(feature_sets["training"])
+    name = f"churn_eval_{uuid.uuid4().hex[:8]}"
+    config = TrainConfig.load(overrides={"epochs": 4, "per_worker_batch_size": 128})
+    inputs, labels = features.split("train")
+    versions = {}
+    mlflow.set_experiment("churn-job-tests")
+    for role, epochs in (("untrained", 0), ("trained", config.epochs)):
+        model = build_model(features, config)
+        if epochs:
+            model.fit(inputs, labels, epochs=epochs, batch_size=128, verbose=0)
+        with mlflow.start_run(run_name=role) as run:
+            log_churn_model(model, features)
+        versions[role] = mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version
+    yield {"name": name, **{k: str(v) for k, v in versions.items()}}
+
+
+def all_training_rows(features: FeatureSet) -> pd.DataFrame:
+    frame = pd.concat([features.frame(s) for s in ("train", "valid", "test")])
+    return frame.sort_values("customer_id").reset_index(drop=True)
+
+
+def test_inference_features_equal_training_features(feature_sets: dict[str, str]) -> None:
+    training = all_training_rows(FeatureSet.open(feature_sets["training"]))
+    manifest = lake.read_manifest(feature_sets["inference"])
+    inference = pd.read_parquet(lake.to_path(feature_sets["inference"]) / manifest["path"])
+    # every labelled customer signed up before ds, and so is scored
+    assert set(training["customer_id"]) <= set(inference["customer_id"])
+    assert manifest["rows"] == len(inference)
+    same = inference.set_index("customer_id").loc[training["customer_id"]].reset_index()
+    columns = ["customer_id", "ds", *manifest["features"]]
+    pd.testing.assert_frame_equal(same[columns], training[columns], check_dtype=True)
+
+
+def test_scores_equal_the_models_predictions_on_training_features(
+    feature_sets: dict[str, str], models: dict[str, str], tmp_path: Path
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(models["name"], "champion", models["trained"])
+    output = lake.path_uri(tmp_path / "predictions" / f"ds={SPEC.end_ds}")
+    request = ScoreRequest(
+        features=feature_sets["inference"], output=output, registered_model=models["name"]
+    )
+    manifest = score(request)
+    assert manifest["model"]["version"] == models["trained"]
+    assert manifest["ds"] == SPEC.end_ds
+    predictions = pd.read_parquet(lake.to_path(output) / "data")
+    assert len(predictions) == manifest["rows"] == predictions["customer_id"].nunique()
+    assert set(predictions["model_version"]) == {models["trained"]}
+
+    features = FeatureSet.open(feature_sets["training"])
+    training = all_training_rows(features)
+    model = mlflow.pyfunc.load_model(f"models:/{models['name']}/{models['trained']}")
+    expected = predict_probabilities(model, features.inputs(training))
+    scored = predictions.set_index("customer_id").loc[training["customer_id"]]
+    np.testing.assert_allclose(scored["churn_probability"].to_numpy(), expected, atol=1e-6)
+    threshold = manifest["threshold"]
+    assert (scored["churn_predicted"] == (scored["churn_probability"] >= threshold)).all()
+
+    # a re-run replaces the output with the same predictions, nothing added
+    again = score(request)
+    rerun = pd.read_parquet(lake.to_path(output) / "data")
+    assert again["rows"] == manifest["rows"] == len(rerun)
+    np.testing.assert_allclose(
+        rerun["churn_probability"].to_numpy(), predictions["churn_probability"].to_numpy()
+    )
+
+
+def test_scoring_without_a_champion_names_the_model(
+    feature_sets: dict[str, str], tmp_path: Path
+) -> None:
+    with pytest.raises(ScoringError, match="churn_nobody has no @champion"):
+        score(
+            ScoreRequest(
+                features=feature_sets["inference"],
+                output=lake.path_uri(tmp_path / "out"),
+                registered_model="churn_nobody",
+            )
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_compares_candidate_champion_and_baseline(
+    feature_sets: dict[str, str], models: dict[str, str]
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(models["name"], "champion", models["untrained"])
+    result = evaluate(
+        EvaluateRequest(
+            features=feature_sets["training"],
+            candidate_version=models["trained"],
+            registered_model=models["name"],
+            dag_id="churn_training",
+            run_id="manual__eval",
+        )
+    )
+    assert result["candidate"]["version"] == models["trained"]
+    assert result["champion"]["version"] == models["untrained"]
+    features = FeatureSet.open(feature_sets["training"])
+    test = features.frame("test")
+    assert result["evaluated_on"]["rows"] == len(test)
+
+    # the candidate's figures are those of its predictions on the frozen test split
+    from sklearn.metrics import roc_auc_score
+
+    model = mlflow.pyfunc.load_model(f"models:/{models['name']}/{models['trained']}")
+    probabilities = predict_probabilities(model, features.inputs(test))
+    assert result["candidate"]["metrics"]["roc_auc"] == pytest.approx(
+        roc_auc_score(test["label"], probabilities)
+    )
+    for role in ("candidate", "champion", "baseline"):
+        metrics = result[role]["metrics"]
+        assert set(metrics) >= {"roc_auc", "pr_auc", "log_loss", "brier_score", "precision"}
+        assert 0.0 <= metrics["roc_auc"] <= 1.0
+    # trained beats initial weights; the logistic regression baseline learns something
+    assert result["candidate"]["metrics"]["roc_auc"] > result["champion"]["metrics"]["roc_auc"]
+    assert result["baseline"]["metrics"]["roc_auc"] > 0.6
+
+    segments = pd.DataFrame(result["segments"])
+    assert set(segments["segment"]) == {"plan", "region"}
+    assert set(segments["model"]) == {"candidate", "champion", "baseline"}
+    assert segments.groupby("segment")["rows"].sum().eq(3 * len(test)).all()
+
+    candidate_run = client.get_run(result["candidate"]["run_id"])
+    assert candidate_run.data.metrics["test_roc_auc"] == pytest.approx(
+        result["candidate"]["metrics"]["roc_auc"]
+    )
+    assert "champion_test_roc_auc" in candidate_run.data.metrics
+    report = {a.path for a in client.list_artifacts(candidate_run.info.run_id, "evaluation")}
+    assert report >= {
+        f"evaluation/{f}"
+        for f in ("roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png",
+                  "segments.csv", "summary.md", "evaluation.json")
+    }  # fmt: skip
+    baseline = client.get_run(result["baseline"]["run_id"])
+    assert baseline.data.tags["role"] == "baseline"
+    assert baseline.data.tags["airflow.run_id"] == "manual__eval"
+    assert baseline.data.metrics["test_roc_auc"] == pytest.approx(
+        result["baseline"]["metrics"]["roc_auc"]
+    )
+    assert "model" in {a.path for a in client.list_artifacts(baseline.info.run_id)}
+
+
+def test_evaluation_of_an_unknown_version_names_it(feature_sets: dict[str, str]) -> None:
+    with pytest.raises(EvaluationError, match="candidate version 42 of churn_nobody not found"):
+        evaluate(
+            EvaluateRequest(
+                features=feature_sets["training"],
+                candidate_version="42",
+                registered_model="churn_nobody",
+            )
+        )
