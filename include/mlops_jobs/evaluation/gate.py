@@ -38,7 +38,7 @@ class GateConfig:
     floor: float = 0.7
     min_improvement_over_champion: float = 0.002
     min_improvement_over_baseline: float = 0.0
-    operating_threshold: float = 0.5
+    operating_threshold: float = 0.3
     segments: tuple[str, ...] = ("plan", "region")
 
     @classmethod

@@ -1,89 +1,167 @@
-"""Print what a local pipeline run produced for one ``ds``.
+"""Print what local pipeline runs produced: per ``ds`` the snapshot, the feature set, the
+candidate with its evaluation and promotion decision; then the registry's aliases, the latest
+predictions and where to look further.
 
-Usage: ``python -m mlops_jobs.localstack.summary --ds 2026-03-01``
+Usage: ``python -m mlops_jobs.localstack.summary --ds 2026-02-28 --ds 2026-03-01``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from typing import Any
 
 from mlops_jobs import lake
-from mlops_jobs.localstack.env import local_root
+from mlops_jobs.localstack.env import hiveserver2_port, local_root
+
+MODEL = "churn"
 
 
-def summarize(ds: str) -> list[str]:
+def _auc(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.4f}"
+
+
+def summarize_day(ds: str, client: Any) -> list[str]:
     root = lake.lake_root()
-    lines = [f"Local pipeline output for ds={ds} (lake: {root})"]
+    lines = [f"ds={ds}"]
     snapshot = lake.box_path(root, "churn/snapshots", ds)
     try:
         manifest = lake.read_manifest(snapshot)
     except lake.LakeError as err:
         lines.append(f"  snapshot: none ({err})")
     else:
-        lines.append(f"  snapshot: {lake.path_uri(snapshot)}")
-        lines.append(f"    content hash {manifest['content_hash'][:16]}…")
-        for alias, table in manifest["tables"].items():
-            window = table.get("partitions")
-            span = f", ds {window['first']}..{window['last']}" if window else ""
-            lines.append(f"    {alias:<13} {table['rows']:>9,} rows from {table['table']}{span}")
+        tables = ", ".join(f"{a} {t['rows']:,}" for a, t in manifest["tables"].items())
+        lines.append(f"  snapshot: {tables} rows; content hash {manifest['content_hash'][:12]}…")
     features = lake.box_path(root, "churn/features", ds)
     try:
         feature_manifest = lake.read_manifest(features)
     except lake.LakeError as err:
         lines.append(f"  features: none ({err})")
-    else:
-        splits = ", ".join(f"{s} {v['rows']:,}" for s, v in feature_manifest["splits"].items())
-        lines.append(f"  features: {lake.path_uri(features)}")
+        return lines
+    splits = ", ".join(f"{s} {v['rows']:,}" for s, v in feature_manifest["splits"].items())
+    lines.append(
+        f"  features: {len(feature_manifest['features'])} features; rows: {splits}; "
+        f"churn rate {feature_manifest.get('label_rate') or 0:.3f}"
+    )
+    if client is None:
+        return lines
+    uri = lake.path_uri(features)
+    for version in _versions(client):
+        run = client.get_run(version.run_id)
+        if run.data.tags.get("features.uri") != uri or run.data.tags.get("role") != "training":
+            continue
+        m = run.data.metrics
+        tags = version.tags
         lines.append(
-            f"    {len(feature_manifest['features'])} features; rows: {splits}; "
-            f"churn rate {feature_manifest.get('label_rate') or 0:.3f}"
+            f"  candidate: {MODEL} version {version.version} (run {version.run_id[:8]}…, "
+            f"{run.data.params.get('workers', '?')} workers), valid AUC "
+            f"{_auc(m.get('valid_auc'))}"
         )
-    lines += _registered_models(lake.path_uri(features))
+        champion = tags.get("validation.champion_version", "none")
+        lines.append(
+            f"    test ROC AUC: candidate {_auc(m.get('test_roc_auc'))}, "
+            + (
+                f"champion v{champion} {_auc(m.get('champion_test_roc_auc'))}, "
+                if champion != "none"
+                else "no champion yet, "
+            )
+            + f"MLlib baseline {_auc(m.get('baseline_test_roc_auc'))}; "
+            f"PR AUC {_auc(m.get('test_pr_auc'))}, log loss {_auc(m.get('test_log_loss'))}, "
+            f"Brier {_auc(m.get('test_brier_score'))}"
+        )
+        status = tags.get("validation_status", "not decided")
+        detail = tags.get("validation.failed_checks") or tags.get("validation.checks", "")
+        lines.append(f"    decision: {status}" + (f" ({detail})" if detail else ""))
+    return lines
+
+
+def _versions(client: Any) -> list[Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{MODEL}'")
+    except MlflowException:
+        return []
+    return sorted((v for v in versions if v.run_id), key=lambda v: int(v.version), reverse=True)
+
+
+def _alias(client: Any, alias: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(MODEL, alias).version)
+    except MlflowException:
+        return "-"
+
+
+def _hive_rows(ds: str) -> str:
+    try:
+        from pyhive import hive
+
+        conn = hive.connect(host="127.0.0.1", port=hiveserver2_port(), auth="NONE")
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT COUNT(*) FROM ml.churn_predictions WHERE ds = '{ds}'")
+        (count,) = cursor.fetchone()
+        conn.close()
+        return f"{int(count):,} rows"
+    except Exception as err:  # the summary reports, it never fails a run
+        return f"not readable ({type(err).__name__})"
+
+
+def summarize(days: list[str]) -> list[str]:
+    client = None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        import mlflow
+
+        client = mlflow.MlflowClient()
+    lines = [f"Local pipeline output (lake: {lake.lake_root()})"]
+    for ds in days:
+        lines += summarize_day(ds, client)
+    if client is not None:
+        lines.append(
+            f"registry: {MODEL}@champion = version {_alias(client, 'champion')}, "
+            f"@previous = version {_alias(client, 'previous')}"
+        )
+    last = days[-1]
+    predictions = lake.box_path(lake.lake_root(), "churn/predictions", last)
+    try:
+        manifest = lake.read_manifest(predictions)
+    except lake.LakeError:
+        lines.append(f"predictions ds={last}: none")
+    else:
+        lines.append(
+            f"predictions ds={last}: {manifest['rows']:,} customers scored by {MODEL} version "
+            f"{manifest['model']['version']}, {manifest['predicted_churners']:,} above the "
+            f"threshold {manifest['threshold']}; Hive ml.churn_predictions/ds={last}: "
+            f"{_hive_rows(last)}"
+        )
     truth = local_root() / "demo" / "truth" / "summary.json"
     if truth.is_file():
         demo = json.loads(truth.read_text())
         lines.append(
-            f"  demo truth: Bayes-optimal AUC {demo['bayes_auc']:.4f}, "
-            f"churn rate {demo['churn_rate']:.3f} (never read by the pipeline)"
+            f"demo truth: Bayes-optimal AUC {demo['bayes_auc']:.4f}, churn rate "
+            f"{demo['churn_rate']:.3f} (never read by the pipeline)"
         )
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    lines += [
+        "look further:",
+        "  Airflow UI: make ui, then http://localhost:8080 (password printed at start-up)",
+        f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}, then "
+        "http://127.0.0.1:5000 (report: candidate run, artifacts/evaluation/)",
+    ]
     return lines
-
-
-def _registered_models(features_uri: str) -> list[str]:
-    """Versions of ``churn`` trained on this feature set, newest first."""
-    import os
-
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return ["  models: MLFLOW_TRACKING_URI is not set"]
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    lines = []
-    try:
-        versions = client.search_model_versions("name = 'churn'")
-    except mlflow.exceptions.MlflowException as err:
-        return [f"  models: none ({err.message})"]
-    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        if not version.run_id:
-            continue
-        run = client.get_run(version.run_id)
-        if run.data.tags.get("features.uri") != features_uri:
-            continue
-        metrics = run.data.metrics
-        lines.append(
-            f"  model: churn version {version.version} ({version.tags.get('role', '-')}), "
-            f"run {version.run_id}, valid AUC {metrics.get('valid_auc', float('nan')):.4f}, "
-            f"test AUC {metrics.get('test_auc', float('nan')):.4f}, "
-            f"{run.data.params.get('workers', '?')} workers"
-        )
-    return lines or ["  models: none registered from this feature set"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="summary", description=__doc__)
-    parser.add_argument("--ds", required=True)
+    parser.add_argument("--ds", action="append", required=True, help="a day; repeatable")
     args = parser.parse_args(argv)
     print("\n".join(summarize(args.ds)))
     return 0
