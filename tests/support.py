@@ -30,13 +30,17 @@ class FakeTI:
         self.xcom[key] = value
 
 
-def write_demo_snapshot(lake_root: Path, spec: DemoSpec, lookback_days: int = 90) -> Path:
-    """A snapshot box as the extraction stage publishes it, written straight from the generator
-    (for tests of later stages that should not need HiveServer2)."""
+def write_demo_snapshot(
+    lake_root: Path, spec: DemoSpec, lookback_days: int = 90, ds: str | None = None
+) -> Path:
+    """A snapshot box as the extraction stage publishes it for ``ds`` (default: the demo's last
+    day), written straight from the generator (for tests of later stages that should not need
+    HiveServer2). The features job keeps only the events before ``ds``."""
+    ds = ds or spec.end_ds
     data = generate(spec)
-    labels = data.labels[data.labels["ds"] == spec.end_ds]
+    labels = data.labels[data.labels["ds"] == ds]
     frames = {"customers": data.customers, "events": data.events, "churn_labels": labels}
-    final = lake.box_path(lake_root, "churn/snapshots", spec.end_ds)
+    final = lake.box_path(lake_root, "churn/snapshots", ds)
     with lake.publishing(final) as staging:
         tables = {}
         for contract in CHURN_SOURCES:
@@ -55,7 +59,7 @@ def write_demo_snapshot(lake_root: Path, spec: DemoSpec, lookback_days: int = 90
         lake.write_manifest(
             staging,
             {
-                "ds": spec.end_ds,
+                "ds": ds,
                 "lookback_days": lookback_days,
                 "tables": tables,
                 "content_hash": lake.content_hash(lake.data_files(staging)),
@@ -118,3 +122,22 @@ def evaluation_result(
         "champion": model(champion, champion_auc) if champion and champion_auc else None,
         "baseline": model(None, baseline_auc),
     }
+
+
+def fit_and_register(features_uri: str, name: str, epochs: int, seed: int = 7) -> str:
+    """Fit the churn model in this process (no workers) for ``epochs``, log it as the training
+    job does and register it as a new version of ``name``; returns the version."""
+    import mlflow
+
+    from mlops_jobs.churn.model import FeatureSet, TrainConfig, build_model, log_churn_model
+
+    features = FeatureSet.open(features_uri)
+    config = TrainConfig.load(overrides={"epochs": max(epochs, 1), "seed": seed})
+    inputs, labels = features.split("train")
+    model = build_model(features, config)
+    if epochs:
+        model.fit(inputs, labels, epochs=epochs, batch_size=128, verbose=0)
+    mlflow.set_experiment("churn-job-tests")
+    with mlflow.start_run(run_name=f"{name}.fit", tags={"features.uri": features_uri}) as run:
+        log_churn_model(model, features)
+    return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)

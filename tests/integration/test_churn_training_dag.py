@@ -1,4 +1,6 @@
-"""The churn_training DAG end to end with `dag.test()` against the test HiveServer2."""
+"""The lifecycle end to end with `dag.test()` against the test HiveServer2, Spark and MLflow:
+churn_training (extraction, features, 2-worker training, evaluation, gate, promotion), then
+churn_batch_scoring twice (predictions replaced in Hive, never duplicated)."""
 
 from __future__ import annotations
 
@@ -9,45 +11,86 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from mlops_airflow.hooks.hive import HiveWarehouseHook
+from mlops_airflow.hooks.mlflow_registry import MlflowRegistryHook
 from mlops_jobs import lake
+from mlops_jobs.hql import TableName
 from tests.conftest import DEMO
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+END = str(DEMO["end_ds"])
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS))
 
 
 @pytest.mark.hive
 @pytest.mark.integration
-def test_churn_training_runs_end_to_end(demo_warehouse: object, airflow_db: None) -> None:
-    from airflow.utils.state import DagRunState
+def test_churn_lifecycle_runs_end_to_end(
+    demo_warehouse: object, airflow_db: None, dagbag: DagBag
+) -> None:
+    from airflow.utils.state import DagRunState, TaskInstanceState
 
-    dag = DagBag(dag_folder=str(DAGS)).get_dag("churn_training")
-    assert dag is not None
-    logical_date = dt.datetime.fromisoformat(f"{DEMO['end_ds']}T00:00:00+00:00")
-    run = dag.test(
+    logical_date = dt.datetime.fromisoformat(f"{END}T00:00:00+00:00")
+    run = dagbag.dags["churn_training"].test(
         logical_date=logical_date,
-        run_conf={"lookback_days": 90, "train_params": {"epochs": 3}},
+        run_conf={
+            "lookback_days": 90,
+            "train_params": {"epochs": 3},
+            # the 150-customer test demo is too small for the gate to mean anything: the gate's
+            # decisions are tested on their own; here the whole path to @champion runs
+            "force_promote": True,
+            "force_reason": "integration test on the tiny demo",
+        },
     )
     assert run.state == DagRunState.SUCCESS
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["promote_model"] == TaskInstanceState.SUCCESS
+    assert states["reject_candidate"] == TaskInstanceState.SKIPPED
+    assert states["reject_in_review"] == TaskInstanceState.SKIPPED
 
-    box = Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "snapshots" / f"ds={DEMO['end_ds']}"
+    box = Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "snapshots" / f"ds={END}"
     manifest = lake.read_manifest(box)
     assert manifest["lookback_days"] == 90
     assert manifest["producer"]["dag_id"] == "churn_training"
-    assert manifest["producer"]["task_id"] == "extract_snapshot"
     assert manifest["tables"]["events"]["partitions"]["first"] == "2025-12-01"
-
-    features = lake.read_manifest(box.parents[1] / "features" / f"ds={DEMO['end_ds']}")
+    features = lake.read_manifest(box.parents[1] / "features" / f"ds={END}")
     assert features["snapshot"]["content_hash"] == manifest["content_hash"]
     labelled = sum(split["rows"] for split in features["splits"].values())
     assert labelled == manifest["tables"]["churn_labels"]["rows"]
 
-    import mlflow
-
+    registry = MlflowRegistryHook()
     versions = [
         v
-        for v in mlflow.MlflowClient().search_model_versions("name = 'churn'")
+        for v in registry.client.search_model_versions("name = 'churn'")
         if v.tags.get("airflow.run_id") == run.run_id
     ]
     assert len(versions) == 1 and versions[0].tags["role"] == "candidate"
-    run_tags = mlflow.MlflowClient().get_run(versions[0].run_id).data.tags
-    assert run_tags["features.content_hash"] == features["content_hash"]
+    version = versions[0]
+    candidate_run = registry.client.get_run(version.run_id)
+    assert candidate_run.info.status == "FINISHED"
+    assert candidate_run.data.tags["features.content_hash"] == features["content_hash"]
+    assert "test_roc_auc" in candidate_run.data.metrics  # evaluated on the frozen test split
+    assert version.tags["validation_status"] in ("passed", "overridden")
+    assert "validation.baseline_run_id" in version.tags
+    assert registry.alias_version("churn", "champion") == version.version
+
+    scoring = dagbag.dags["churn_batch_scoring"]
+    hive = HiveWarehouseHook()
+    table = TableName("ml", "churn_predictions")
+    for attempt in (1, 2):  # the second run replaces the partition
+        scored = scoring.test(logical_date=logical_date)
+        assert scored.state == DagRunState.SUCCESS, f"scoring run {attempt}"
+        predictions = lake.read_manifest(
+            Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "predictions" / f"ds={END}"
+        )
+        assert predictions["model"]["version"] == version.version
+        assert hive.count_by_partition(table, "ds", END, END) == {END: predictions["rows"]}
+    customers = manifest["tables"]["customers"]["rows"]
+    assert 0 < predictions["rows"] <= customers
+    ((distinct,),) = hive.fetch_all(
+        f"SELECT COUNT(DISTINCT customer_id) FROM ml.churn_predictions WHERE ds = '{END}'"
+    )
+    assert distinct == predictions["rows"]

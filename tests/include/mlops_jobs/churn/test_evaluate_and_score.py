@@ -5,7 +5,6 @@ features and scores, idempotent scoring, and the errors that name what is missin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from mlops_jobs import lake
 from mlops_jobs.churn import features as feature_job
 from mlops_jobs.churn.evaluate import EvaluateRequest, EvaluationError
 from mlops_jobs.churn.evaluate import run as evaluate
-from mlops_jobs.churn.model import FeatureSet, TrainConfig, predict_probabilities
+from mlops_jobs.churn.model import FeatureSet, predict_probabilities
 from mlops_jobs.churn.score import ScoreRequest, ScoringError
 from mlops_jobs.churn.score import run as score
 from mlops_jobs.demo.generator import DemoSpec
-from tests.support import write_demo_snapshot
+from tests.support import fit_and_register, write_demo_snapshot
 
 SPEC = DemoSpec(customers=1500, days=100, end_ds="2026-03-01", seed=31)
 
@@ -39,27 +38,13 @@ def feature_sets(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def models(feature_sets: dict[str, str]) -> Iterator[dict[str, str]]:
+def models(feature_sets: dict[str, str]) -> dict[str, str]:
     """A registered model of its own with two real tf-keras versions: ``trained`` (a few
     epochs) and ``untrained`` (initial weights)."""
-    import mlflow
-
-    from mlops_jobs.churn.model import build_model, log_churn_model
-
-    features = FeatureSet.open(feature_sets["training"])
     name = f"churn_eval_{uuid.uuid4().hex[:8]}"
-    config = TrainConfig.load(overrides={"epochs": 4, "per_worker_batch_size": 128})
-    inputs, labels = features.split("train")
-    versions = {}
-    mlflow.set_experiment("churn-job-tests")
-    for role, epochs in (("untrained", 0), ("trained", config.epochs)):
-        model = build_model(features, config)
-        if epochs:
-            model.fit(inputs, labels, epochs=epochs, batch_size=128, verbose=0)
-        with mlflow.start_run(run_name=role) as run:
-            log_churn_model(model, features)
-        versions[role] = mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version
-    yield {"name": name, **{k: str(v) for k, v in versions.items()}}
+    untrained = fit_and_register(feature_sets["training"], name, epochs=0)
+    trained = fit_and_register(feature_sets["training"], name, epochs=4)
+    return {"name": name, "untrained": untrained, "trained": trained}
 
 
 def all_training_rows(features: FeatureSet) -> pd.DataFrame:
