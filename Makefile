@@ -14,7 +14,7 @@ DS ?= 2026-03-01
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench clean
+.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline clean
 
 setup: $(LOCK_STAMP)
 
@@ -62,6 +62,9 @@ bench: setup
 	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -c requirements.lock -r requirements-bench.txt
 	$(LOCAL) python bench/features.py
 	$(LOCAL) python bench/train.py
+
+bench-pipeline: demo-data airflow-init
+	$(LOCAL) python bench/pipeline.py --ds $(DS)
 
 ui: airflow-init
 	$(LOCAL) airflow standalone

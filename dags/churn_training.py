@@ -179,7 +179,6 @@ with DAG(
         body="{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['table'] }}",
         promote_task_id="promote_model",
         reject_task_id="reject_in_review",
-        execution_timeout=None,
     )
     promote_model = PromoteModelOperator(
         task_id="promote_model",

@@ -40,3 +40,11 @@ def test_airflow_services_share_the_stack_configuration() -> None:
         assert "lake:/lake" in service["volumes"], name
     # HiveServer2 writes snapshots into the same lake volume the workers publish from.
     assert "lake:/lake" in services["hive"]["volumes"]
+
+
+def test_init_creates_the_registry_pool_and_airflow_reaches_mlflow() -> None:
+    services = load()["services"]
+    init = " ".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in init and "pools set mlflow_registry 1" in init
+    env = services["airflow-scheduler"]["environment"]
+    assert '"host": "http://mlflow:5000"' in env["AIRFLOW_CONN_MLFLOW_DEFAULT"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,7 +143,9 @@ def _check(
             EvaluationResult(metrics=dict(reference), artifacts={}) if reference else None,
         )
     except ModelValidationFailedException as err:
-        return GateCheck(name, False, f"{describe}: {err.message.strip()}")
+        # MLflow repeats the figures; keep the name of the check that failed.
+        failed = re.findall(r"Metric \S+ (.+? check) failed", err.message)
+        return GateCheck(name, False, f"{describe}: {', '.join(failed) or err.message} failed")
     return GateCheck(name, True, describe)
 
 
@@ -183,7 +186,7 @@ def decide(
                 candidate,
                 champion,
                 f"{metric} {cand:.4f} against champion {champion.get(metric, float('nan')):.4f} "
-                f"(needs a margin of {margin:g})",
+                f"({_needs(margin)})",
             )
         )
     margin = config.min_improvement_over_baseline
@@ -195,10 +198,14 @@ def decide(
             candidate,
             baseline,
             f"{metric} {cand:.4f} against baseline {baseline.get(metric, float('nan')):.4f} "
-            f"(needs a margin of {margin:g})",
+            f"({_needs(margin)})",
         )
     )
     return GateDecision(passed=all(c.passed for c in checks), metric=metric, checks=checks)
+
+
+def _needs(margin: float) -> str:
+    return f"needs a margin of {margin:g}" if margin > 0 else "must be better"
 
 
 def _improvement(margin: float, greater_is_better: bool) -> Any:
