@@ -27,7 +27,8 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    a margin over the champion, better than the baseline. Fails → **reject_candidate** records
    why (`validation_status=rejected`); the run still succeeds.
 7. **approve_promotion**: with `require_approval`, waits for a person (Required Actions in the
-   UI) shown the gate's table; "Reject" → **reject_in_review**. Otherwise approves at once.
+   UI) shown the gate's table; "Reject", or no answer within 24 hours, → **reject_in_review**.
+   Otherwise approves at once.
 8. **promote_model**: `@challenger`, then `@champion` by compare-and-set against the champion the
    candidate was evaluated with; the old champion keeps `@previous` (pool `mlflow_registry`,
    Asset `churn_model`, which triggers `churn_batch_scoring`).
@@ -179,6 +180,10 @@ with DAG(
         body="{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['table'] }}",
         promote_task_id="promote_model",
         reject_task_id="reject_in_review",
+        # An unanswered request must not hold the next day's run (max_active_runs=1) forever:
+        # after a day the candidate is rejected.
+        response_timeout=dt.timedelta(hours=24),
+        defaults=["Reject"],
     )
     promote_model = PromoteModelOperator(
         task_id="promote_model",

@@ -46,6 +46,10 @@ os.environ.update(
         ),
     }
 )
+# Every session starts from empty stores, so no test depends on what an earlier session left
+# (the Airflow database is kept: dag.test() replaces its own runs, and migrating takes a while).
+for store in ("mlflow", "lake"):
+    shutil.rmtree(TEST_ROOT / store, ignore_errors=True)
 (TEST_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
 (TEST_ROOT / "mlflow").mkdir(parents=True, exist_ok=True)
 

@@ -68,6 +68,18 @@ def write_demo_snapshot(
     return final
 
 
+def experiment_id(client: Any, name: str) -> str:
+    """The experiment ``name``, created with its artifacts under the test store (never in the
+    working directory) when it does not exist yet."""
+    import os
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    root = os.environ["MLOPS_MLFLOW_ARTIFACT_ROOT"].rstrip("/")
+    return str(client.create_experiment(name, artifact_location=f"{root}/{name}"))
+
+
 def register_version(client: Any, name: str, **tags: str) -> str:
     """A new version of ``name`` backed by a run of its own (registry tests need no model)."""
     from mlflow.exceptions import MlflowException
@@ -77,11 +89,7 @@ def register_version(client: Any, name: str, **tags: str) -> str:
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    experiment = client.get_experiment_by_name("registry-tests")
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment("registry-tests")
-    )
-    run = client.create_run(experiment_id, tags={"role": "training"})
+    run = client.create_run(experiment_id(client, "registry-tests"), tags={"role": "training"})
     client.set_terminated(run.info.run_id, "FINISHED")
     version = client.create_model_version(
         name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags
@@ -137,7 +145,7 @@ def fit_and_register(features_uri: str, name: str, epochs: int, seed: int = 7) -
     model = build_model(features, config)
     if epochs:
         model.fit(inputs, labels, epochs=epochs, batch_size=128, verbose=0)
-    mlflow.set_experiment("churn-job-tests")
+    mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(), "churn-job-tests"))
     with mlflow.start_run(run_name=f"{name}.fit", tags={"features.uri": features_uri}) as run:
         log_churn_model(model, features)
     return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)

@@ -132,3 +132,16 @@ def run_ds(dag_run: Any, override: str | None = None) -> str:
     if when is None:
         raise InvalidParameterError("the run has neither a logical date nor a run_after date")
     return when.strftime("%Y-%m-%d")
+
+
+MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"
+MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
+
+
+def mlflow_run_url(experiment_id: str | None, run_id: str, base: str | None = None) -> str | None:
+    """The MLflow UI's page of a run, when the UI's URL is configured (``base``, the Variable
+    ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``), else None."""
+    base = base or setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
+    if not base or not experiment_id:
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -75,7 +75,7 @@ def test_churn_lifecycle_runs_end_to_end(
     assert "test_roc_auc" in candidate_run.data.metrics  # evaluated on the frozen test split
     assert version.tags["validation_status"] in ("passed", "overridden")
     assert "validation.baseline_run_id" in version.tags
-    assert registry.alias_version("churn", "champion") == version.version
+    assert registry.alias_version("churn", "champion") == str(version.version)
 
     scoring = dagbag.dags["churn_batch_scoring"]
     hive = HiveWarehouseHook()
@@ -86,7 +86,7 @@ def test_churn_lifecycle_runs_end_to_end(
         predictions = lake.read_manifest(
             Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "predictions" / f"ds={END}"
         )
-        assert predictions["model"]["version"] == version.version
+        assert predictions["model"]["version"] == str(version.version)
         assert hive.count_by_partition(table, "ds", END, END) == {END: predictions["rows"]}
     customers = manifest["tables"]["customers"]["rows"]
     assert 0 < predictions["rows"] <= customers

@@ -12,6 +12,7 @@ so that promotion can check that it has not moved since.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -54,18 +55,6 @@ def load_probabilities(model_uri: str, inputs: dict[str, np.ndarray], what: str)
         return predict_probabilities(model, inputs)
     except Exception as err:
         raise EvaluationError(f"{what} ({model_uri}) cannot score the test split: {err}") from err
-
-
-def champion_version(client: Any, name: str) -> Any | None:
-    """The version behind ``@champion``, or None when no champion is set yet."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as err:
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
 
 
 def train_baseline(
@@ -123,7 +112,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         raise EvaluationError(
             f"candidate version {request.candidate_version} of {name} not found: {err.message}"
         ) from None
-    champion = champion_version(client, name)
+    champion = tracking.alias_version(client, name, CHAMPION)
 
     test = features.frame("test")
     if test.empty:
@@ -144,7 +133,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         **tracking.instance_tags(
             request.dag_id, request.run_id, request.task_id, request.map_index
         ),
-        "airflow.try_number": str(request.try_number),
+        tracking.TRY_TAG: str(request.try_number),
         "features.uri": features.uri,
         "features.content_hash": str(features.manifest.get("content_hash")),
         "candidate.version": str(candidate.version),
@@ -165,7 +154,10 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
             "positives": int(labels.sum()),
         },
     }
-    with mlflow.start_run(run_id=candidate.run_id):
+    # The evaluation is logged into the candidate's training run, which is FINISHED: whatever
+    # happens here, it stays FINISHED (a failed evaluation fails the task, not the training).
+    mlflow.start_run(run_id=candidate.run_id)
+    try:
         result["candidate"] = {
             "version": str(candidate.version),
             "run_id": candidate.run_id,
@@ -207,7 +199,9 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp) / REPORT_DIR
             write_report(directory, labels, probabilities, threshold, segments, summary)
-            (directory / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
+            (directory / "evaluation.json").write_text(
+                json.dumps(finite_or_none(result), indent=2, default=str)
+            )
             mlflow.log_artifacts(str(directory), REPORT_DIR)
         mlflow.set_tags(
             {
@@ -217,6 +211,8 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
                 "evaluation.baseline_run_id": baseline_run,
             }
         )
+    finally:
+        mlflow.end_run(status="FINISHED")
     now = int(time.time() * 1000)
     client.log_batch(
         baseline_run,
@@ -227,4 +223,16 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         ],
     )
     result["report_uri"] = f"runs:/{candidate.run_id}/{REPORT_DIR}"
-    return result
+    return finite_or_none(result)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN, and a
+    metric that does not exist on a slice (ROC AUC of a slice without churners) is absent."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value

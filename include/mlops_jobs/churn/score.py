@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlops_jobs import lake
-from mlops_jobs.churn.evaluate import CHAMPION
 from mlops_jobs.churn.tables import CHURN_PREDICTIONS
 from mlops_jobs.training import tracking
 
@@ -33,7 +36,7 @@ class ScoreRequest:
     features: str
     output: str
     registered_model: str = tracking.REGISTERED_MODEL
-    alias: str = CHAMPION
+    alias: str = "champion"
     threshold: float | None = None
 
 
@@ -81,11 +84,8 @@ def score_batches(
 def run(request: ScoreRequest) -> dict[str, Any]:
     """Score and publish; returns the predictions' manifest."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    from mlops_jobs.churn.evaluate import champion_version
     from mlops_jobs.evaluation.gate import GateConfig
-    from mlops_jobs.spark.session import get_spark
 
     threshold = (
         GateConfig.load().operating_threshold if request.threshold is None else request.threshold
@@ -98,19 +98,40 @@ def run(request: ScoreRequest) -> dict[str, Any]:
         raise ScoringError(f"inference features {request.features}: {err}") from None
     client = mlflow.MlflowClient()
     name = request.registered_model
-    if request.alias == CHAMPION:
-        version = champion_version(client, name)
-    else:
-        try:
-            version = client.get_model_version_by_alias(name, request.alias)
-        except MlflowException:
-            version = None
+    version = tracking.alias_version(client, name, request.alias)
     if version is None:
         raise ScoringError(
             f"{name} has no @{request.alias}: no model to score with (promote one first)"
         )
     model_uri = f"models:/{name}/{version.version}"
-    local_model = mlflow.artifacts.download_artifacts(model_uri)
+    # A directory named for this version and call: executors cache loaded models by the
+    # shipped name, and SparkContext.addFile refuses a second path under a name it has seen.
+    shipped = f"{name.replace('.', '_')}-v{version.version}-{uuid.uuid4().hex[:8]}"
+    workdir = Path(tempfile.mkdtemp(prefix="mlops-score-"))
+    try:
+        return _score(request, version, model_uri, workdir / shipped, threshold, features)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _score(
+    request: ScoreRequest,
+    version: Any,
+    model_uri: str,
+    model_dir: Path,
+    threshold: float,
+    features: dict[str, Any],
+) -> dict[str, Any]:
+    import mlflow
+
+    from mlops_jobs.spark.session import get_spark
+
+    model_dir.mkdir(parents=True)
+    local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(model_dir))
+    if Path(local_model).resolve() != model_dir.resolve():
+        shutil.copytree(local_model, model_dir, dirs_exist_ok=True)
+    local_model, shipped = str(model_dir), model_dir.name
+    name = request.registered_model
     signature = mlflow.models.get_model_info(model_uri).signature
     expected = [spec.name for spec in signature.inputs.inputs] if signature else []
     missing = [c for c in expected if c not in features["features"]]
@@ -124,7 +145,6 @@ def run(request: ScoreRequest) -> dict[str, Any]:
 
     spark = get_spark("churn-score")
     spark.sparkContext.addFile(local_model, recursive=True)
-    shipped = os.path.basename(local_model.rstrip("/"))
     frame = spark.read.parquet(
         lake.path_uri(lake.to_path(request.features) / features.get("path", "data"))
     )

@@ -129,13 +129,11 @@ def _check(
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    value = candidate.get(metric)
-    if value is None or not math.isfinite(value):
-        return GateCheck(name, False, f"candidate has no finite {metric} ({value})")
-    if reference is not None:
-        other = reference.get(metric)
-        if other is None or not math.isfinite(other):
-            return GateCheck(name, False, f"reference has no finite {metric} ({other})")
+    value = _number(candidate.get(metric))
+    if not math.isfinite(value):
+        return GateCheck(name, False, f"candidate has no {metric} on the test split")
+    if reference is not None and not math.isfinite(_number(reference.get(metric))):
+        return GateCheck(name, False, f"{describe}: the reference has no {metric}")
     try:
         mlflow.validate_evaluation_results(
             {metric: threshold},
@@ -162,7 +160,7 @@ def decide(
 
     metric = config.metric
     better = GREATER_IS_BETTER[metric]
-    cand = candidate.get(metric, float("nan"))
+    cand = _number(candidate.get(metric))
     checks = [
         _check(
             "floor",
@@ -185,7 +183,7 @@ def decide(
                 _improvement(margin, better),
                 candidate,
                 champion,
-                f"{metric} {cand:.4f} against champion {champion.get(metric, float('nan')):.4f} "
+                f"{metric} {cand:.4f} against champion {_number(champion.get(metric)):.4f} "
                 f"({_needs(margin)})",
             )
         )
@@ -197,11 +195,16 @@ def decide(
             _improvement(margin, better),
             candidate,
             baseline,
-            f"{metric} {cand:.4f} against baseline {baseline.get(metric, float('nan')):.4f} "
+            f"{metric} {cand:.4f} against baseline {_number(baseline.get(metric)):.4f} "
             f"({_needs(margin)})",
         )
     )
     return GateDecision(passed=all(c.passed for c in checks), metric=metric, checks=checks)
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; a missing one (None in JSON) as NaN."""
+    return float("nan") if value is None else float(value)
 
 
 def _needs(margin: float) -> str:

@@ -7,6 +7,7 @@ evaluation; the per-segment table applies the same metric functions to each slic
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,14 @@ def mlflow_evaluate(
         "f1": "f1_score",
         "accuracy": "accuracy_score",
     }
+    missing = [m for m in names.values() if f"{prefix}{m}" not in result.metrics]
+    if missing:
+        # MLflow leaves out what it cannot compute on this data (e.g. one class only); the
+        # same definitions computed here fill in, and the log says which.
+        logging.getLogger(__name__).warning(
+            "mlflow.models.evaluate did not report %s; using the local definitions",
+            ", ".join(missing),
+        )
     metrics = {
         name: float(result.metrics.get(f"{prefix}{mlflow_name}", computed[name]))
         for name, mlflow_name in names.items()

@@ -34,17 +34,26 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _both_classes(labels: np.ndarray, ax: Any) -> bool:
+    """Curves need churners and stayers; say so on the plot when one class is missing."""
+    if len(np.unique(labels)) == 2:
+        return True
+    ax.text(0.5, 0.5, "the test split holds one class only", ha="center", va="center")
+    return False
+
+
 def roc_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Path) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     fig, ax = _figure()
-    for name, probs in predictions.items():
+    for name, probs in predictions.items() if _both_classes(labels, ax) else ():
         fpr, tpr, _ = roc_curve(labels, probs)
         auc = roc_auc_score(labels, probs)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", color=COLOURS.get(name))
     ax.plot([0, 1], [0, 1], linestyle=":", color="black", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     return _save(fig, path)
 
 
@@ -52,13 +61,14 @@ def pr_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Pat
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     fig, ax = _figure()
-    for name, probs in predictions.items():
+    for name, probs in predictions.items() if _both_classes(labels, ax) else ():
         precision, recall, _ = precision_recall_curve(labels, probs)
         ap = average_precision_score(labels, probs)
         ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})", color=COLOURS.get(name))
     ax.axhline(float(np.mean(labels)), linestyle=":", color="black", linewidth=0.8)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
-    ax.legend(loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
     return _save(fig, path)
 
 

@@ -55,3 +55,16 @@ def find_runs(client: Any, experiment_id: str, tags: dict[str, str]) -> list[Any
     """Runs of an experiment carrying all of ``tags``."""
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     return list(client.search_runs([experiment_id], filter_string=clauses, max_results=100))
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The model version behind ``name@alias``, or None when the model or the alias does not
+    exist (any other registry error is raised)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise

@@ -14,13 +14,11 @@ from airflow.sdk import BaseOperator
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.mlflow_registry import PREVIOUS, MlflowRegistryHook
-from mlops_airflow.utils import as_bool, json_mapping, setting
+from mlops_airflow.utils import as_bool, json_mapping, mlflow_run_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"
-MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 REGISTRY_POOL = "mlflow_registry"
 XCOM_DECISION = "decision"
 XCOM_RESPONSE = "response"
@@ -41,10 +39,7 @@ def run_link(experiment_id: str | None, run_id: str | None) -> str:
     """A link to an MLflow run: the UI when its URL is configured, else ``runs:/<id>``."""
     if not run_id:
         return "-"
-    base = setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
-    if base and experiment_id:
-        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"runs:/{run_id}"
+    return mlflow_run_url(experiment_id, run_id) or f"runs:/{run_id}"
 
 
 def _now() -> str:
@@ -146,17 +141,20 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
             table += f"\n\n**Overridden**: `force_promote` with reason: {reason}"
         name, version = evaluation["model_name"], str(candidate["version"])
         metric = decision.metric
+
+        def figure(model: Mapping[str, Any] | None) -> str:
+            value = (model or {}).get("metrics", {}).get(metric)
+            return "-" if value is None else f"{float(value):.6f}"
+
         self.registry.set_version_tags(
             name,
             version,
             {
                 "validation.metric": metric,
-                "validation.candidate": f"{candidate['metrics'].get(metric, float('nan')):.6f}",
+                "validation.candidate": figure(candidate),
                 "validation.champion_version": champion["version"] if champion else "none",
-                "validation.champion": f"{champion['metrics'].get(metric, float('nan')):.6f}"
-                if champion
-                else "-",
-                "validation.baseline": f"{evaluation['baseline']['metrics'].get(metric):.6f}",
+                "validation.champion": figure(champion),
+                "validation.baseline": figure(evaluation["baseline"]),
                 "validation.baseline_run_id": evaluation["baseline"]["run_id"],
                 "validation.checks": ", ".join(
                     f"{c.name}={'passed' if c.passed else 'failed'}" for c in decision.checks
@@ -233,11 +231,13 @@ class PromotionApprovalOperator(HITLBranchOperator):
         if "error" not in event:
             user = event.get("responded_by_user") or {}
             responded_at = event.get("responded_at")
+            # No user: nobody answered within response_timeout and the default option applies.
+            who = user.get("name") or user.get("id") or "nobody (timed out: default option)"
             context["ti"].xcom_push(
                 key=XCOM_RESPONSE,
                 value={
                     "option": (event.get("chosen_options") or [None])[0],
-                    "by": user.get("name") or user.get("id") or "unknown",
+                    "by": who,
                     "at": str(getattr(responded_at, "isoformat", lambda: responded_at)()),
                     "auto": False,
                 },
@@ -413,7 +413,23 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
         if not reason:
             raise InvalidParameterError("reason is required for a rollback")
         requested = str(self.version or PREVIOUS).strip().lstrip("@")
+        ti = context["ti"]
+        dag_run = f"{ti.dag_id}/{ti.run_id}"
         champion = self.registry.alias_version(name, "champion")
+        if (
+            champion
+            and self.registry.get_version(name, champion).tags.get("rollback.dag_run") == dag_run
+        ):
+            # A retry or a cleared task of a rollback that already happened: "previous" now
+            # names the version it replaced, so moving again would undo the rollback.
+            self.log.info(
+                "This run already restored version %s of %s; nothing to do", champion, name
+            )
+            return {
+                "model_name": name,
+                "version": champion,
+                "previous": self.registry.alias_version(name, PREVIOUS),
+            }
         if requested == PREVIOUS:
             target = self.registry.alias_version(name, PREVIOUS)
             if target is None:
@@ -427,7 +443,6 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
         if target == champion:
             raise InvalidParameterError(f"version {target} of {name} already is @champion")
         move = self.registry.move_champion(name, target, champion)
-        ti = context["ti"]
         who = _triggered_by(context)
         stamp = _now()
         self.registry.set_version_tags(
@@ -438,7 +453,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
                 "rollback.by": who,
                 "rollback.reason": reason,
                 "rollback.at": stamp,
-                "rollback.dag_run": f"{ti.dag_id}/{ti.run_id}",
+                "rollback.dag_run": dag_run,
             },
         )
         if champion:
@@ -450,7 +465,8 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
         self.registry.append_description(
             name,
             target,
-            f"**Restored as @champion** {stamp} by {who} (replacing version {champion}): {reason}",
+            f"**Restored as @champion** {stamp} by {who} "
+            f"(replacing {'version ' + champion if champion else 'no champion'}): {reason}",
         )
         result = {"model_name": name, "version": target, "previous": move.previous}
         _emit_model_event(context, self.outlets, {**result, "action": "rollback"})

@@ -72,6 +72,8 @@ class SparkJobOperator(BaseOperator):
     :param databricks_retry_limit: Retries of each Databricks API call (429, 5xx, network).
     :param databricks_retry_delay: Seconds between those retries.
     :param run_timeout_seconds: Databricks run timeout (0: none).
+    :param mlflow_conn_id: Airflow connection to MLflow whose URIs the local job gets (the
+        environment's ``MLFLOW_*`` when it does not exist).
     """
 
     template_fields: Sequence[str] = ("job", "arguments", "spark_conf", "backend")
@@ -98,9 +100,11 @@ class SparkJobOperator(BaseOperator):
         databricks_retry_limit: int = 3,
         databricks_retry_delay: float = 1.0,
         run_timeout_seconds: int = 0,
+        mlflow_conn_id: str | None = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
         self.job = job
         self.arguments = arguments
         self.spark_conf = spark_conf
@@ -125,6 +129,18 @@ class SparkJobOperator(BaseOperator):
             retry_delay=self.databricks_retry_delay,
             caller="SparkJobOperator",
         )
+
+    def mlflow_environment(self) -> dict[str, str]:
+        """Where the job's MLflow client points: the connection ``mlflow_conn_id`` when it
+        exists (the promotion tasks use the same one), else the worker's ``MLFLOW_*``."""
+        from mlops_airflow.hooks.mlflow_registry import MlflowRegistryHook
+
+        if not self.mlflow_conn_id:
+            return {}
+        try:
+            return MlflowRegistryHook(self.mlflow_conn_id).job_environment()
+        except InvalidParameterError:
+            return {}  # no MLflow configured at all: jobs that need it say so themselves
 
     def job_arguments(self, context: Context) -> list[str]:
         """The job's command line after the entry point; subclasses may add to it."""
@@ -165,6 +181,7 @@ class SparkJobOperator(BaseOperator):
             # local mode needs no network name; loopback also works where the host name
             # does not resolve
             "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            **self.mlflow_environment(),
         }
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))

@@ -11,14 +11,12 @@ from airflow.sdk import BaseOperatorLink
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.operators.spark_job import SparkJobOperator, instance_arguments
-from mlops_airflow.utils import json_mapping, positive_int, setting
+from mlops_airflow.utils import json_mapping, mlflow_run_url, positive_int
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey
 
-MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"
-MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
 
 
@@ -96,10 +94,8 @@ class TrainModelOperator(SparkJobOperator):
         result = super().execute(context)
         if not isinstance(result, dict) or "model_version" not in result:
             raise InvalidParameterError(f"training job returned no model version: {result!r}")
-        base = self.mlflow_ui_url or setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
-        if base:
-            experiment, run = result["experiment_id"], result["run_id"]
-            url = f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run}"
+        url = mlflow_run_url(result["experiment_id"], result["run_id"], self.mlflow_ui_url)
+        if url:
             context["ti"].xcom_push(key=XCOM_MLFLOW_RUN_URL, value=url)
         self.log.info(
             "Registered %s version %s (run %s): %s",

@@ -46,9 +46,13 @@ def test_lower_is_better_metrics_are_compared_the_right_way() -> None:
 
 
 def test_missing_or_nan_metric_fails_with_its_name() -> None:
-    decision = decide(CONFIG, {"roc_auc": float("nan")}, {"roc_auc": 0.7})
-    assert not decision.passed
-    assert "candidate has no finite roc_auc" in decision.checks[0].detail
+    for missing in (float("nan"), None):
+        decision = decide(CONFIG, {"roc_auc": missing}, {"roc_auc": 0.7})
+        assert not decision.passed
+        assert decision.checks[0].detail == "candidate has no roc_auc on the test split"
+    decision = decide(CONFIG, {"roc_auc": 0.8}, {"roc_auc": None})
+    assert failed(decision) == ["beats_baseline"]
+    assert decision.failed[0].detail.endswith("the reference has no roc_auc")
 
 
 def test_config_errors_name_the_threshold() -> None:

@@ -68,7 +68,8 @@ def test_partition_is_replaced_never_appended(
     rescored = predictions_box(lake_root, "2026-03-01", range(1, 31), version="3")
     assert load(rescored, "2026-03-01")["rows"] == 30
     rows = hive_hook.fetch_all(
-        "SELECT model_version, COUNT(*) FROM ml.churn_predictions GROUP BY model_version"
+        "SELECT model_version, COUNT(*) FROM ml.churn_predictions"
+        " WHERE ds IN ('2026-03-01', '2026-03-02') GROUP BY model_version"
     )
     assert dict(rows) == {"3": 30, "2": 10}
     assert dict(hive_hook.describe_columns(table))["churn_probability"] == "double"

@@ -199,6 +199,9 @@ def test_promotion_refuses_a_champion_that_moved_since_the_evaluation(
 def test_concurrent_promotions_leave_the_registry_consistent(
     model_name: str, hook: MlflowRegistryHook
 ) -> None:
+    """Two runs evaluated against the same champion promote at the same moment, each with a
+    client of its own as two task processes would: the alias lock lets one move, and the other
+    then finds the champion it was compared with gone."""
     v1 = register_version(hook.client, model_name)
     hook.move_champion(model_name, v1, None)
     candidates = [register_version(hook.client, model_name) for _ in range(2)]
@@ -206,7 +209,7 @@ def test_concurrent_promotions_leave_the_registry_consistent(
     outcomes: dict[str, BaseException | None] = {}
 
     def promote_one(version: str) -> None:
-        own = MlflowRegistryHook()  # one client per worker, as two task processes would have
+        own = MlflowRegistryHook()
         start.wait()
         try:
             own.move_champion(model_name, version, v1)
@@ -219,17 +222,48 @@ def test_concurrent_promotions_leave_the_registry_consistent(
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    champion = hook.alias_version(model_name, "champion")
-    assert champion in candidates
+    winners = [v for v, err in outcomes.items() if err is None]
+    assert len(winners) == 1, outcomes
+    (winner,) = winners
+    (loser,) = [v for v in candidates if v != winner]
+    assert isinstance(outcomes[loser], PromotionConflictError)
+    assert f"is version {winner}, but version {loser} was compared with version {v1}" in str(
+        outcomes[loser]
+    )
+    assert hook.alias_version(model_name, "champion") == winner
     assert hook.alias_version(model_name, "previous") == v1
     assert hook.alias_version(model_name, "challenger") is None
-    assert outcomes[champion] is None  # the version that is champion was promoted
-    loser = next(v for v in candidates if v != champion)
-    # The other either lost the compare-and-set with an error naming both versions, or moved
-    # first and was overtaken (MLflow has no atomic alias move; the registry pool serialises).
-    if outcomes[loser] is not None:
-        assert isinstance(outcomes[loser], PromotionConflictError)
-        assert champion in str(outcomes[loser]) and loser in str(outcomes[loser])
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):  # the lock is released
+        hook.client.get_registered_model(f"{model_name}__alias_lock")
+
+
+def test_a_repeated_promotion_is_a_no_op_and_a_stale_lock_is_broken(
+    model_name: str, hook: MlflowRegistryHook
+) -> None:
+    v1 = register_version(hook.client, model_name)
+    hook.move_champion(model_name, v1, None)
+    v2 = register_version(hook.client, model_name)
+    assert hook.move_champion(model_name, v2, v1).moved
+    # a retry after a crash that followed the move: same request, nothing changes
+    again = hook.move_champion(model_name, v2, v1)
+    assert not again.moved and again.previous == v1
+    assert hook.alias_version(model_name, "champion") == v2
+
+    # a holder that crashed left its lock behind: it is broken once older than the TTL
+    hook.client.create_registered_model(
+        f"{model_name}__alias_lock", tags={"holder": "crashed", "acquired_at": "0"}
+    )
+    v3 = register_version(hook.client, model_name)
+    assert MlflowRegistryHook(lock_ttl_seconds=60).move_champion(model_name, v3, v2).moved
+    # a live holder is waited for, then named
+    hook.client.create_registered_model(
+        f"{model_name}__alias_lock", tags={"holder": "busy", "acquired_at": "9e12"}
+    )
+    with pytest.raises(PromotionConflictError, match=r"locked by another move.*holder busy"):
+        MlflowRegistryHook(lock_wait_seconds=1).move_champion(model_name, v1, v3)
+    assert hook.alias_version(model_name, "champion") == v3
 
 
 def test_rollback_restores_previous_and_records_who_and_why(
@@ -259,8 +293,14 @@ def test_rollback_restores_previous_and_records_who_and_why(
     assert tags["rollback.reason"] == "v2 over-predicts churn in the north"
     assert hook.client.get_model_version(model_name, v2).tags["rolled_back"] == "true"
 
+    # a retry of the same run does not undo it ("previous" now names the replaced version)
+    assert rollback(reason="v2 over-predicts churn in the north")["version"] == v1
+    assert hook.alias_version(model_name, "champion") == v1
+
     # an explicit version, and the errors that name what is wrong
+    context["ti"] = FakeTI(dag_id="churn_model_rollback", task_id="rollback", run_id="manual__2")
     assert rollback(version=v2, reason="false alarm")["version"] == v2
+    context["ti"] = FakeTI(dag_id="churn_model_rollback", task_id="rollback", run_id="manual__3")
     with pytest.raises(InvalidParameterError, match=f"version {v2} of {model_name} already"):
         rollback(version=v2, reason="again")
     with pytest.raises(InvalidParameterError, match="version 99 of model"):
@@ -281,6 +321,11 @@ def test_hook_reads_the_tracking_uri_from_a_connection(
         "http://mlflow.internal:5000",
         "databricks-uc",
     )
+    # the jobs the DAG launches are pointed at the same server and registry
+    assert MlflowRegistryHook("mlflow_prod").job_environment() == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+        "MLFLOW_REGISTRY_URI": "databricks-uc",
+    }
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DBX", '{"conn_type": "mlflow", "host": "databricks"}')
     assert MlflowRegistryHook("mlflow_dbx").uris == ("databricks", None)
     # no connection: the environment (the local stack)

@@ -23,7 +23,7 @@ from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_jobs import lake
 from mlops_jobs.demo.generator import DemoSpec
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
-from tests.support import FakeTI, write_demo_snapshot
+from tests.support import FakeTI, experiment_id, write_demo_snapshot
 
 # Small and quick, but with enough labelled customers for a clear signal.
 TRAIN_PARAMS = {"epochs": 15, "per_worker_batch_size": 128, "early_stopping_patience": 4}
@@ -68,12 +68,22 @@ def test_two_workers_train_in_sync_and_register_a_candidate(
 ) -> None:
     import mlflow
 
-    ti = FakeTI(task_id="train_model", run_id="manual__sync")
+    from mlops_jobs.training import tracking
+
+    # An earlier try of this task instance died mid-training and left its run RUNNING.
+    instance = tracking.instance_tags("churn_training", "manual__sync", "train_model")
+    stale = mlflow_client.create_run(
+        experiment_id(mlflow_client, "churn"), tags={**instance, "role": "training"}
+    )
+
+    ti = FakeTI(task_id="train_model", run_id="manual__sync", try_number=2)
     result = train(training_features, ti)
+    assert mlflow_client.get_run(stale.info.run_id).info.status == "FAILED"
     version = mlflow_client.get_model_version("churn", result["model_version"])
     assert version.tags["role"] == "candidate"
     assert version.tags["airflow.run_id"] == "manual__sync"
-    assert version.tags["airflow.try_number"] == "1"
+    assert version.tags["airflow.try_number"] == "2"
+    assert version.tags["airflow.map_index"] == "-1"
     run = mlflow_client.get_run(result["run_id"])
     digests = {v for k, v in run.data.tags.items() if k.endswith(".weights_digest")}
     assert len([k for k in run.data.tags if k.endswith(".weights_digest")]) == 2
@@ -96,8 +106,10 @@ def test_two_workers_train_in_sync_and_register_a_candidate(
     predictions = np.asarray(model.predict(example)).ravel()
     assert len(predictions) == 5 and ((predictions > 0) & (predictions < 1)).all()
 
-    # The same task try again registers nothing new.
-    again = train(training_features, ti)
+    # A later try of the same task instance registers nothing new: it returns that version.
+    again = train(
+        training_features, FakeTI(task_id="train_model", run_id="manual__sync", try_number=3)
+    )
     assert again["model_version"] == result["model_version"]
     tagged = [
         v
