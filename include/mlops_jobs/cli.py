@@ -12,6 +12,7 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -49,12 +50,8 @@ def churn_train(args: argparse.Namespace) -> int:
                 features=args.features,
                 workers=args.workers,
                 overrides=overrides,
-                dag_id=args.dag_id,
-                run_id=args.run_id,
-                task_id=args.task_id,
-                map_index=args.map_index,
-                try_number=args.try_number,
                 timeout_seconds=args.timeout_seconds,
+                **instance_fields(args),
             )
         )
     except (TrainConfigError, json.JSONDecodeError) as err:
@@ -86,11 +83,7 @@ def churn_evaluate(args: argparse.Namespace) -> int:
                 candidate_version=args.candidate_version,
                 registered_model=args.model_name,
                 thresholds=thresholds,
-                dag_id=args.dag_id,
-                run_id=args.run_id,
-                task_id=args.task_id,
-                map_index=args.map_index,
-                try_number=args.try_number,
+                **instance_fields(args),
             )
         )
     except (EvaluationError, GateConfigError, TrainConfigError, json.JSONDecodeError) as err:
@@ -157,6 +150,11 @@ def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> Non
     parser.add_argument("--task-id", default=task_id)
     parser.add_argument("--map-index", type=int, default=-1)
     parser.add_argument("--try-number", type=int, default=1)
+
+
+def instance_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The task instance's ids from ``add_instance_arguments``, as request fields."""
+    return {k: getattr(args, k) for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
 
 
 def build_parser() -> argparse.ArgumentParser:
