@@ -109,6 +109,8 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     try:
         candidate = client.get_model_version(name, str(request.candidate_version))
     except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry failed, the request may be fine: not a bad-input error
         raise EvaluationError(
             f"candidate version {request.candidate_version} of {name} not found: {err.message}"
         ) from None
