@@ -27,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
+from mlops_jobs import lake  # noqa: E402
 from mlops_jobs.churn.features import FeatureConfig, build_churn_features  # noqa: E402
 from mlops_jobs.demo.generator import DemoSpec  # noqa: E402
 
@@ -38,9 +39,8 @@ def make_snapshot(root: Path, events: int) -> tuple[Path, int]:
     from tests.support import write_demo_snapshot
 
     customers = max(100, round(events / EVENTS_PER_CUSTOMER))
-    snapshot = write_demo_snapshot(root, DemoSpec(customers=customers, days=DAYS, seed=1))
-    manifest = json.loads((snapshot / "manifest.json").read_text())
-    return snapshot, int(manifest["tables"]["events"]["rows"])
+    box = lake.open_box(write_demo_snapshot(root, DemoSpec(customers=customers, days=DAYS, seed=1)))
+    return Path(box.location.path), int(box.manifest["tables"]["events"]["rows"])
 
 
 def checksums(frame: Any) -> dict[str, float]:

@@ -98,17 +98,18 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)])}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
+        env[lake.ROOT_ENV] = str(root)
         spec = DemoSpec(customers=args.customers, days=120, seed=7)
         from tests.support import write_demo_snapshot
 
         snapshot = write_demo_snapshot(root, spec)
-        output = lake.box_path(root, "churn/features", spec.end_ds)
+        output = lake.box_uri(str(root), "churn/features", spec.end_ds)
         subprocess.run(
             [sys.executable, "-m", "mlops_jobs.cli", "churn-features",
-             "--snapshot", lake.path_uri(snapshot), "--output", lake.path_uri(output)],
+             "--snapshot", snapshot, "--output", output],
             check=True, env=env, capture_output=True,
         )  # fmt: skip
-        features = lake.path_uri(output)
+        features = lake.open_box(output).uri
         fixed = {
             "epochs": args.epochs,
             "early_stopping_patience": 10_000,

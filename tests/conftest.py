@@ -113,7 +113,7 @@ SNAPSHOT_SPEC = {"customers": 150, "days": 100, "end_ds": "2026-03-01", "seed": 
 
 
 @pytest.fixture(scope="session")
-def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small published snapshot (no HiveServer2 needed) for the feature job tests."""
     from mlops_jobs.demo.generator import DemoSpec
     from tests.support import write_demo_snapshot

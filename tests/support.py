@@ -25,6 +25,7 @@ class FakeTI:
     map_index: int = -1
     try_number: int = 1
     xcom: dict[str, Any] = field(default_factory=dict)
+    stats_tags: dict[str, str] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -32,20 +33,20 @@ class FakeTI:
 
 def write_demo_snapshot(
     lake_root: Path, spec: DemoSpec, lookback_days: int = 90, ds: str | None = None
-) -> Path:
+) -> str:
     """A snapshot box as the extraction stage publishes it for ``ds`` (default: the demo's last
     day), written straight from the generator (for tests of later stages that should not need
-    HiveServer2). The features job keeps only the events before ``ds``."""
+    HiveServer2). The features job keeps only the events before ``ds``. Returns the box's URI."""
     ds = ds or spec.end_ds
     data = generate(spec)
     labels = data.labels[data.labels["ds"] == ds]
     frames = {"customers": data.customers, "events": data.events, "churn_labels": labels}
-    final = lake.box_path(lake_root, "churn/snapshots", ds)
-    with lake.publishing(final) as staging:
+    box = lake.box_uri(str(lake_root), "churn/snapshots", ds)
+    with lake.publishing(box, root=str(lake_root)) as draft:
         tables = {}
         for contract in CHURN_SOURCES:
-            directory = staging / contract.alias
-            directory.mkdir()
+            directory = Path(draft.location.child(contract.alias).path)
+            directory.mkdir(parents=True)
             table = pa.Table.from_pandas(
                 frames[contract.alias], schema=arrow_schema(contract), preserve_index=False
             )
@@ -56,16 +57,8 @@ def write_demo_snapshot(
                 "rows": table.num_rows,
                 "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
             }
-        lake.write_manifest(
-            staging,
-            {
-                "ds": ds,
-                "lookback_days": lookback_days,
-                "tables": tables,
-                "content_hash": lake.content_hash(lake.data_files(staging)),
-            },
-        )
-    return final
+        draft.commit({"ds": ds, "lookback_days": lookback_days, "tables": tables})
+    return box
 
 
 def experiment_id(client: Any, name: str) -> str:

@@ -3,6 +3,9 @@
 The same entry point runs under ``spark-submit`` (this file as the application), as a Databricks
 ``python_wheel_task`` (console script ``mlops-job``) and from a shell. Exit codes: 0 success,
 2 bad input (the message names it), 1 any other failure.
+
+A job's machine-readable result (a JSON object) is printed as its last line and, with
+``--result-uri``, written to that lake location in one write, where the Airflow task reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Print the job's result and write it to ``--result-uri`` when given; returns EXIT_OK."""
+    text = json.dumps(result, sort_keys=True)
+    print(text)
+    if getattr(args, "result_uri", None):
+        from mlops_jobs import lake
+
+        lake.locate(lake.ensure_within(args.result_uri)).write_text(text)
+    return EXIT_OK
 
 
 def churn_features(args: argparse.Namespace) -> int:
@@ -31,9 +45,8 @@ def churn_features(args: argparse.Namespace) -> int:
         rows = ", ".join(f"{s} {v['rows']}" for s, v in manifest["splits"].items()) + " rows"
     else:
         rows = f"{manifest['rows']} customers to score"
-    print(f"churn-features: published {args.output} ({rows})")
-    print(json.dumps({"output": args.output, "content_hash": manifest["content_hash"]}))
-    return EXIT_OK
+    print(f"churn-features: published {manifest['uri']} ({rows})")
+    return emit(args, {"output": manifest["uri"], "content_hash": manifest["content_hash"]})
 
 
 def churn_train(args: argparse.Namespace) -> int:
@@ -64,8 +77,7 @@ def churn_train(args: argparse.Namespace) -> int:
         f"churn-train: registered {result['model_name']} version {result['model_version']} "
         f"(run {result['run_id']}, metrics {result['metrics']})"
     )
-    print(json.dumps(result))
-    return EXIT_OK
+    return emit(args, result)
 
 
 def churn_evaluate(args: argparse.Namespace) -> int:
@@ -95,8 +107,7 @@ def churn_evaluate(args: argparse.Namespace) -> int:
         f"against {'champion version ' + champion['version'] if champion else 'no champion'} "
         f"and the baseline on {result['evaluated_on']['rows']} test rows"
     )
-    print(json.dumps(result))
-    return EXIT_OK
+    return emit(args, result)
 
 
 def churn_score(args: argparse.Namespace) -> int:
@@ -119,28 +130,25 @@ def churn_score(args: argparse.Namespace) -> int:
     model = manifest["model"]
     print(
         f"churn-score: {model['name']} version {model['version']} scored {manifest['rows']} "
-        f"customers ({manifest['predicted_churners']} predicted to churn) into {args.output}"
+        f"customers ({manifest['predicted_churners']} predicted to churn) into {manifest['uri']}"
     )
-    print(
-        json.dumps(
-            {
-                "output": args.output,
-                "ds": manifest["ds"],
-                "rows": manifest["rows"],
-                "model_version": model["version"],
-                "content_hash": manifest["content_hash"],
-            }
-        )
+    return emit(
+        args,
+        {
+            "output": manifest["uri"],
+            "ds": manifest["ds"],
+            "rows": manifest["rows"],
+            "model_version": model["version"],
+            "content_hash": manifest["content_hash"],
+        },
     )
-    return EXIT_OK
 
 
 def version(args: argparse.Namespace) -> int:
     """Print the package version: a cheap check that a cluster runs the expected code."""
     from mlops_jobs.distribution import source_hash
 
-    print(json.dumps({"package": "mlops_jobs", "source_hash": source_hash()}))
-    return EXIT_OK
+    return emit(args, {"package": "mlops_jobs", "source_hash": source_hash()})
 
 
 def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> None:
@@ -159,6 +167,9 @@ def instance_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-job", description=__doc__)
+    parser.add_argument(
+        "--result-uri", default=None, help="lake location to write the job's result (JSON) to"
+    )
     jobs = parser.add_subparsers(dest="job", required=True)
     features = jobs.add_parser("churn-features", help="build the churn feature set")
     features.add_argument("--snapshot", required=True, help="URI of the input snapshot")
@@ -199,9 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mlops_jobs.lake import LakeError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except LakeError as err:  # a lake location given as an argument is invalid or missing
+        print(f"error: {args.job}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception:
         traceback.print_exc()
         return EXIT_FAILED

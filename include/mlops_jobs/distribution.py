@@ -1,49 +1,78 @@
 """Package ``mlops_jobs`` as a wheel for cluster runs (Databricks ``python_wheel_task``).
 
-The version carries a hash of the package's sources (``0.1.0+src.<hash>``), so a changed job
-gets a new file name and clusters never run a stale cached wheel, while an unchanged job reuses
-the uploaded one. The wheel is built directly (it is pure Python with one console script) so
-packaging needs no network and no build backend at task run time.
+The wheel is an ordinary setuptools build of ``include/pyproject.toml``. Its version carries a
+hash of the shipped files (``0.1.0+src.<hash>``), so a changed job gets a new file name and
+clusters never run a stale cached wheel, while an unchanged job reuses the uploaded one.
+setuptools takes that version from :func:`version` (``[tool.setuptools.dynamic]``), so every
+build of the pyproject is versioned the same way. :func:`build_wheel` builds from a temporary
+copy that holds only the shipped files: the hash and the wheel cover the same files, and the
+source tree gets no ``build/`` or ``*.egg-info``.
+
+This module is also executed by setuptools at build time, so it imports nothing from the package.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
-
-import mlops_jobs
 
 PACKAGE = "mlops_jobs"
 BASE_VERSION = "0.1.0"
 ENTRY_POINT = "mlops-job"
-ENTRY_POINT_TARGET = "mlops_jobs.cli:console_main"
-_EPOCH = (1980, 1, 1, 0, 0, 0)
+SHIPPED_SUFFIXES = frozenset({".py", ".json", ".sql", ".hql"})
+# Sub-packages of the local stack; pyproject.toml excludes them from the wheel too.
+LOCAL_ONLY_PACKAGES = frozenset({"localstack", "demo"})
+BUILD_TIMEOUT_SECONDS = 300
+# Zip timestamps of 1980-01-01 make the same sources give the same wheel bytes.
+_SOURCE_DATE_EPOCH = "315532800"
+_BUILD_CODE = (
+    "import sys, setuptools.build_meta as backend; print(backend.build_wheel(sys.argv[1]))"
+)
+
+
+class PackagingError(RuntimeError):
+    """The job wheel could not be built, or it does not hold exactly the shipped files."""
 
 
 def package_dir() -> Path:
-    return Path(mlops_jobs.__file__).resolve().parent
+    return Path(__file__).resolve().parent
 
 
-def source_files() -> list[Path]:
-    """Files shipped in the wheel: sources and package data, no caches."""
-    root = package_dir()
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and p.suffix in {".py", ".json", ".sql", ".hql"}
+def project_file() -> Path:
+    """The package's ``pyproject.toml`` (next to the package, in ``include/``)."""
+    return package_dir().parent / "pyproject.toml"
+
+
+def _is_shipped(relative: Path) -> bool:
+    return (
+        relative.suffix in SHIPPED_SUFFIXES
+        and "__pycache__" not in relative.parts
+        and relative.parts[0] not in LOCAL_ONLY_PACKAGES
     )
 
 
+def source_files() -> list[Path]:
+    """Files shipped in the wheel: sources and package data of the cluster-side code."""
+    root = package_dir()
+    return sorted(p for p in root.rglob("*") if p.is_file() and _is_shipped(p.relative_to(root)))
+
+
 def source_hash() -> str:
-    """SHA-256 (first 12 hex digits) over the package's relative paths and bytes."""
+    """SHA-256 (first 12 hex digits) over the shipped files' relative paths and bytes.
+
+    The same on the build machine and in an installed wheel, which holds only these files.
+    """
     digest = hashlib.sha256()
     root = package_dir()
     for path in source_files():
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        relative = path.relative_to(root).as_posix()
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -56,45 +85,65 @@ def wheel_name() -> str:
 
 
 def build_wheel(out_dir: Path) -> Path:
-    """Write the wheel into ``out_dir`` (reused when it already exists) and return its path."""
+    """Build the wheel into ``out_dir`` (reused when it already exists) and return its path.
+
+    The PEP 517 hook of ``setuptools.build_meta`` runs in a child process of this interpreter
+    (it changes directory and imports the build tree, which a worker process must not do), without
+    build isolation: setuptools and wheel come from this environment, nothing is downloaded.
+
+    :param out_dir: Directory of the wheel; created when missing.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / wheel_name()
     if target.exists():
         return target
-    dist_info = f"{PACKAGE}-{version()}.dist-info"
     root = package_dir()
-    entries: list[tuple[str, bytes]] = [
-        (f"{PACKAGE}/{p.relative_to(root).as_posix()}", p.read_bytes()) for p in source_files()
-    ]
-    entries += [
-        (
-            f"{dist_info}/METADATA",
-            f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {version()}\n"
-            "Summary: Cluster-side jobs of the ML platform\nRequires-Python: >=3.11\n".encode(),
-        ),
-        (
-            f"{dist_info}/WHEEL",
-            b"Wheel-Version: 1.0\nGenerator: mlops_jobs.distribution\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n",
-        ),
-        (
-            f"{dist_info}/entry_points.txt",
-            f"[console_scripts]\n{ENTRY_POINT} = {ENTRY_POINT_TARGET}\n".encode(),
-        ),
-    ]
-    record_lines = [f"{name},sha256={_urlsafe_digest(data)},{len(data)}" for name, data in entries]
-    record_lines.append(f"{dist_info}/RECORD,,")
-    entries.append((f"{dist_info}/RECORD", ("\n".join(record_lines) + "\n").encode()))
-    partial = target.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    partial.replace(target)
+    with tempfile.TemporaryDirectory(prefix="mlops-jobs-build-") as tmp:
+        tree, dist = Path(tmp) / "project", Path(tmp) / "dist"
+        for path in source_files():
+            copy = tree / PACKAGE / path.relative_to(root)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+        shutil.copyfile(project_file(), tree / "pyproject.toml")
+        dist.mkdir()
+        built = dist / _run_backend(tree, dist)
+        if built.name != target.name:
+            raise PackagingError(f"setuptools built {built.name}, expected {target.name}")
+        _check_contents(built, {p.relative_to(root).as_posix() for p in source_files()})
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(built, partial)
+        partial.replace(target)
     return target
 
 
-def _urlsafe_digest(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+def _run_backend(tree: Path, dist: Path) -> str:
+    # -I: the build sees neither PYTHONPATH (another mlops_jobs) nor the user's site-packages.
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _BUILD_CODE, str(dist)],
+        cwd=tree,
+        env={**os.environ, "SOURCE_DATE_EPOCH": _SOURCE_DATE_EPOCH},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+        check=False,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        raise PackagingError(
+            f"building the {PACKAGE} wheel failed (exit code {result.returncode}):\n"
+            + (result.stderr or result.stdout)[-4000:]
+        )
+    return lines[-1]
+
+
+def _check_contents(wheel: Path, expected: set[str]) -> None:
+    """Fail unless the wheel's package files are exactly the hashed ones."""
+    with zipfile.ZipFile(wheel) as archive:
+        prefix = f"{PACKAGE}/"
+        shipped = {n.removeprefix(prefix) for n in archive.namelist() if n.startswith(prefix)}
+    if shipped != expected:
+        raise PackagingError(
+            f"{wheel.name} does not hold exactly the hashed files: "
+            f"unexpected {sorted(shipped - expected)}, missing {sorted(expected - shipped)}"
+        )

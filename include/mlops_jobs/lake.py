@@ -1,155 +1,542 @@
-"""The lake: where snapshots and feature sets live, and how they are published atomically.
+"""The lake: where snapshots, feature sets and predictions live, and how they are published.
 
-A box (one snapshot, one feature set) is written into a staging directory beside its final place,
-gets its ``manifest.json`` last, and is then moved into place with a rename. A reader therefore sees
-the previous box or the new one, never half of one; a directory without a manifest is not a box.
+Every access goes through one filesystem layer (`fsspec`), on the Airflow worker and on the
+cluster alike, so a lake root may be a local path, ``file://``, ``dbfs:/``, a Unity Catalog
+volume (``/Volumes/…``), ``s3://``, ``abfss://`` or ``gs://``.
+
+A *box* is one dataset for one ``ds``: ``{root}/{dataset}/ds={ds}``. Object stores have no
+rename, so a box is never replaced in place. Each publish writes a new *version* directory
+``{box}/v={id}/`` (data first, ``manifest.json`` last) and then commits it by writing the box's
+small pointer file ``_committed.json`` in one write. Readers resolve the pointer, so they see the
+previous version or the new one, never half of one; a crash at any point leaves the previous
+version readable. Versions the pointer no longer lists, beyond ``MLOPS_LAKE_KEEP_VERSIONS``, and
+drafts of killed tasks older than ``MLOPS_LAKE_STALE_SECONDS`` are removed by later publishes.
+
+``MLOPS_LAKE_MOUNTS`` maps URI prefixes to the places a process reaches them, as a cluster's FUSE
+mounts do (``{"dbfs:/": "file:///mnt/dbfs/"}``); on a Databricks cluster ``dbfs:/`` is read
+through ``/dbfs`` and ``/Volumes`` is a local path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
-import shutil
+import posixpath
+import re
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 MANIFEST = "manifest.json"
-STAGING = "_staging"
+POINTER = "_committed.json"
+VERSION_PREFIX = "v="
+ROOT_ENV = "MLOPS_LAKE_ROOT"
+MOUNTS_ENV = "MLOPS_LAKE_MOUNTS"
+KEEP_ENV = "MLOPS_LAKE_KEEP_VERSIONS"
+STALE_ENV = "MLOPS_LAKE_STALE_SECONDS"
+DEFAULT_KEEP_VERSIONS = 3
+DEFAULT_STALE_SECONDS = 6 * 3600
+# Set by the Databricks runtime on every cluster node.
+DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
+_VERSION = re.compile(r"^v=(\d{8}T\d{6}\d{6}Z)-[0-9a-f]{8}$")
+_LOCAL_SCHEMES = {"", "file", "local"}
 
 
 class LakeError(RuntimeError):
-    """A lake path is invalid or a box is missing or incomplete."""
+    """A lake path is invalid, or a box is missing, incomplete or cannot be reached."""
 
 
-def lake_root(explicit: str | None = None) -> Path:
-    """The lake's root directory: ``explicit``, else ``MLOPS_LAKE_ROOT``."""
-    value = explicit or os.environ.get("MLOPS_LAKE_ROOT")
-    if not value:
-        raise LakeError("no lake root: pass one or set MLOPS_LAKE_ROOT")
-    return to_path(value)
+# -- locations -----------------------------------------------------------------------------
 
 
-def to_path(uri_or_path: str | Path) -> Path:
-    """A local path from a ``file://`` URI or a plain path."""
-    text = str(uri_or_path)
+@dataclass(frozen=True)
+class Location:
+    """One place in the lake.
+
+    :param uri: The logical URI, as manifests and task results name it (the same on the Airflow
+        worker and on the cluster).
+    :param fs: The fsspec filesystem this process reaches it through.
+    :param path: The path within ``fs``.
+    :param spark: The URI Spark (and Hive) read and write it as.
+    """
+
+    uri: str
+    fs: Any = field(repr=False, compare=False)
+    path: str
+    spark: str
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def child(self, *parts: str) -> Location:
+        """A location below this one; each part is checked (no ``..``, no absolute parts)."""
+        for part in parts:
+            for segment in str(part).split("/"):
+                _check_segment(segment, f"{self.uri}/{part}")
+        suffix = "/".join(str(p).strip("/") for p in parts)
+        return Location(
+            uri=_join(self.uri, suffix),
+            fs=self.fs,
+            path=_join(self.path, suffix),
+            spark=_join(self.spark, suffix),
+        )
+
+    def exists(self) -> bool:
+        return bool(self.fs.exists(self.path))
+
+    def read_text(self) -> str:
+        with self.fs.open(self.path, "rb") as handle:
+            return handle.read().decode()
+
+    def write_text(self, text: str) -> None:
+        """Write a whole file in one request (one PUT on an object store)."""
+        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        if _is_local(self.fs):
+            # A local file appears under its name only when complete.
+            temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
+            with open(temporary, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        else:
+            self.fs.pipe_file(self.path, text.encode())
+
+    def remove(self) -> None:
+        """Remove this directory or file; a missing one is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path, recursive=True)
+
+
+def locate(uri: str | Path) -> Location:
+    """The location of a lake URI or path in this process (mounts applied)."""
+    logical = normalize(uri)
+    physical = _apply_mounts(logical)
+    parsed = urlparse(physical)
+    scheme = parsed.scheme.lower()
+    if scheme in _LOCAL_SCHEMES:
+        path = unquote(parsed.path) if scheme else physical
+        return _local(logical, path)
+    if scheme == "dbfs":
+        if os.environ.get(DATABRICKS_RUNTIME_ENV):
+            path = "/dbfs/" + parsed.path.lstrip("/")
+            return Location(uri=logical, fs=_local_fs(), path=path, spark=logical)
+        raise LakeError(
+            f"{logical} is on DBFS, which this process can reach only on a Databricks cluster; "
+            f"map it with {MOUNTS_ENV} or use a lake root on object storage (s3://, abfss://, "
+            "gs://) that Airflow, Hive and the cluster all reach"
+        )
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(physical)
+    except (ImportError, ValueError) as err:
+        raise LakeError(f"cannot open {logical}: {err}") from None
+    spark = physical
+    if scheme == "s3" and not os.environ.get(DATABRICKS_RUNTIME_ENV):
+        spark = "s3a" + physical[2:]  # open-source Spark and Hive read S3 through S3A
+    return Location(uri=logical, fs=fs, path=path, spark=spark)
+
+
+def normalize(uri: str | Path) -> str:
+    """The canonical form of a lake URI: ``file://`` URIs for local paths, no trailing slash.
+
+    ``..`` and ``.`` segments are refused rather than resolved: a templated path that needs them
+    is a mistake, and resolving them could leave the lake root.
+    """
+    text = str(uri).strip()
+    if not text:
+        raise LakeError("empty lake URI")
     parsed = urlparse(text)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme:
-        raise LakeError(f"unsupported lake URI {text!r}: only local paths and file:// URIs")
-    return Path(text).absolute()
+    scheme = parsed.scheme.lower()
+    path = unquote(parsed.path) if scheme else text
+    segments = [s for s in path.split("/") if s]
+    for segment in segments:
+        if segment in {".", ".."}:
+            raise LakeError(f"lake URI {text!r} contains {segment!r}; give the path without it")
+    if scheme in _LOCAL_SCHEMES and not path.startswith("/Volumes/"):
+        if not scheme and not os.path.isabs(path):
+            path = os.path.abspath(path)
+        return path_uri(Path(path))
+    return text.rstrip("/") if len(text.rstrip("/")) > len(f"{scheme}:/") else text
 
 
 def path_uri(path: Path) -> str:
     """``file://`` URI of a local path as Hadoop parses it (``=`` stays literal, unlike
     ``Path.as_uri``, which Spark would write to a ``ds%3D…`` directory)."""
-    return "file://" + quote(str(path.absolute()), safe="/=-_.~+,:@")
+    return "file://" + quote(str(path.absolute()).rstrip("/") or "/", safe="/=-_.~+,:@")
 
 
-def box_path(root: Path, dataset: str, ds: str) -> Path:
-    """Final location of a dataset's box for one ``ds``: ``{root}/{dataset}/ds={ds}``."""
-    return root / dataset / f"ds={ds}"
+def lake_root(explicit: str | None = None) -> str:
+    """The lake root's canonical URI: ``explicit``, else ``MLOPS_LAKE_ROOT``."""
+    value = explicit or os.environ.get(ROOT_ENV)
+    if not value:
+        raise LakeError(f"no lake root: pass one or set {ROOT_ENV}")
+    return normalize(value)
 
 
-@contextlib.contextmanager
-def publishing(final: Path) -> Iterator[Path]:
-    """Yield a fresh staging directory; on success move it to ``final`` atomically.
+def join(root: str, *parts: str) -> str:
+    """``root/part/…`` with every part checked (no ``..``, no absolute escapes)."""
+    base = normalize(root)
+    for part in parts:
+        for segment in str(part).split("/"):
+            _check_segment(segment, f"{base}/{part}")
+    return _join(base, "/".join(str(p).strip("/") for p in parts))
 
-    The caller writes every file, the manifest last. On any exception the staging directory is
-    removed and ``final`` is left as it was. An existing ``final`` is replaced as a whole.
+
+def box_uri(root: str, dataset: str, ds: str) -> str:
+    """The URI of a dataset's box for one ``ds``: ``{root}/{dataset}/ds={ds}``."""
+    try:
+        dt.date.fromisoformat(ds)
+    except ValueError:
+        raise LakeError(f"ds must be a date YYYY-MM-DD, got {ds!r}") from None
+    return join(root, dataset, f"ds={ds}")
+
+
+def ensure_within(uri: str, root: str | None = None) -> str:
+    """``uri`` in canonical form, or an error when it does not lie under the lake root
+    (``root``, else ``MLOPS_LAKE_ROOT``; nothing to check when neither is set)."""
+    target = normalize(uri)
+    if root is None and not os.environ.get(ROOT_ENV):
+        return target
+    base = lake_root(root)
+    if target != base and not target.startswith(base.rstrip("/") + "/"):
+        raise LakeError(f"{target} lies outside the lake root {base}")
+    return target
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    """A committed version of a box: its manifest and where its files are.
+
+    :param uri: The version's URI (``…/ds=…/v=…``), stable for as long as it is retained.
+    :param manifest: The version's ``manifest.json``.
+    :param location: The version directory.
     """
-    staging_root = final.parent / STAGING
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = staging_root / f"{final.name}.{uuid.uuid4().hex}"
-    staging.mkdir()
+
+    uri: str
+    manifest: dict[str, Any]
+    location: Location
+
+    def path(self, *parts: str) -> Location:
+        return self.location.child(*parts)
+
+
+def open_box(uri: str | Path) -> Box:
+    """The committed version a box URI points to, or the version a version URI names."""
+    location = locate(uri)
+    if _VERSION.match(location.name):
+        version = location
+    else:
+        pointer = _read_pointer(location)
+        if pointer is None:
+            raise LakeError(
+                f"{location.uri} is not a published box: {POINTER} is missing "
+                "(nothing was ever committed there)"
+            )
+        version = location.child(pointer["version"])
     try:
-        yield staging
-        if not (staging / MANIFEST).is_file():
-            raise LakeError(f"refusing to publish {final}: no {MANIFEST} was written")
-        retired = staging_root / f"{final.name}.retired.{uuid.uuid4().hex}"
-        if final.exists():
-            os.replace(final, retired)
-        try:
-            os.replace(staging, final)
-        except OSError:
-            if retired.exists():
-                os.replace(retired, final)
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> Path:
-    path = directory / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a published box; a clear error when the box is missing or incomplete."""
-    path = to_path(directory) / MANIFEST
-    try:
-        return json.loads(path.read_text())
+        manifest = json.loads(version.child(MANIFEST).read_text())
     except FileNotFoundError:
-        raise LakeError(f"{path.parent} is not a published box: {MANIFEST} is missing") from None
+        raise LakeError(f"{version.uri} is not a published box: {MANIFEST} is missing") from None
+    return Box(uri=version.uri, manifest=manifest, location=version)
 
 
-def data_files(directory: Path, suffix: str = ".parquet") -> list[Path]:
-    """Data files under ``directory`` (hidden and ``_``-prefixed files, e.g. _SUCCESS, skipped)."""
-    found = []
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and not path.name.startswith((".", "_")) and path.name != MANIFEST:
-            # Hive names Parquet output files without an extension; Spark adds one.
-            if suffix and not path.name.endswith(suffix) and not _is_parquet(path):
-                continue
-            found.append(path)
-    return found
+def read_manifest(uri: str | Path) -> dict[str, Any]:
+    """The manifest of a box's committed version; a clear error when there is none."""
+    return open_box(uri).manifest
 
 
-def content_hash(files: list[Path]) -> str:
+def data_files(location: Location, suffix: str = ".parquet") -> list[str]:
+    """Data files under ``location`` as paths of its filesystem, sorted (hidden and
+    ``_``-prefixed files such as ``_SUCCESS``, and the manifest, skipped)."""
+    try:
+        found = location.fs.find(location.path)
+    except FileNotFoundError:
+        return []
+    files = []
+    for path in sorted(found):
+        name = posixpath.basename(path)
+        if name.startswith((".", "_")) or name == MANIFEST:
+            continue
+        # Hive names Parquet output files without an extension; Spark adds one.
+        if suffix and not name.endswith(suffix) and not _is_parquet(location.fs, path):
+            continue
+        files.append(path)
+    return files
+
+
+def parquet_rows(location: Location, files: list[str]) -> int:
+    """Rows in Parquet ``files`` (paths of ``location``'s filesystem), from their footers."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in files:
+        with location.fs.open(path, "rb") as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def read_parquet(location: Location) -> Any:
+    """All Parquet data under ``location`` as one Arrow table (files in sorted order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in data_files(location):
+        with location.fs.open(path, "rb") as handle:
+            tables.append(pq.read_table(handle))
+    if not tables:
+        raise LakeError(f"{location.uri} holds no Parquet data files")
+    return pa.concat_tables(tables)
+
+
+def content_hash(location: Location, files: list[str] | None = None) -> str:
     """SHA-256 over the sorted digests of the files' contents, independent of file names.
 
     A Parquet file's digest covers its data and schema, not its bytes: Parquet writers do not
     order footer fields deterministically (parquet-mr lists column encodings from a hash set), so
     the same rows written twice can differ byte for byte. Other files are hashed as bytes.
     """
-    digests = sorted(_parquet_digest(p) if _is_parquet(p) else _sha256(p) for p in files)
+    fs = location.fs
+    paths = data_files(location, suffix="") if files is None else files
+    digests = sorted(
+        _parquet_digest(fs, p) if _is_parquet(fs, p) else _sha256(fs, p) for p in paths
+    )
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def _parquet_digest(path: Path) -> str:
+# -- publishing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """A version being written; ``commit`` makes it the box's current version.
+
+    :param box: The box the version belongs to.
+    :param location: The version's directory; write data under it.
+    """
+
+    box: Location
+    location: Location
+    committed: Box | None = None
+
+    @property
+    def version(self) -> str:
+        return self.location.name
+
+    def commit(self, manifest: Mapping[str, Any]) -> Box:
+        """Write the manifest (with the content hash of every data file), then the pointer.
+
+        :return: the committed version
+        """
+        if self.committed is not None:
+            raise LakeError(f"{self.location.uri} is already committed")
+        final = dict(manifest)
+        final.setdefault("content_hash", content_hash(self.location))
+        final["version"] = self.version
+        self.location.child(MANIFEST).write_text(json.dumps(final, indent=2, sort_keys=True))
+        previous = _read_pointer(self.box)
+        history = [self.version]
+        if previous is not None:
+            history += [previous["version"], *previous.get("history", [])[1:]]
+        keep = _setting_int(KEEP_ENV, DEFAULT_KEEP_VERSIONS, minimum=1)
+        pointer = {
+            "version": self.version,
+            "history": list(dict.fromkeys(history))[:keep],
+            "committed_at": _now().isoformat(timespec="seconds"),
+        }
+        self.box.child(POINTER).write_text(json.dumps(pointer, indent=2))
+        self.committed = Box(uri=self.location.uri, manifest=final, location=self.location)
+        return self.committed
+
+
+@contextlib.contextmanager
+def publishing(box: str | Path, root: str | None = None) -> Iterator[Draft]:
+    """Yield a draft version of ``box``; the caller writes its data and calls ``commit``.
+
+    ``box`` must lie under the lake root (``root``, else ``MLOPS_LAKE_ROOT`` when set). On an
+    exception, or when the caller never commits, the draft is removed and the box keeps its
+    current version. After a commit, versions beyond the retention and stale drafts are removed.
+    """
+    location = locate(ensure_within(str(box), root))
+    if _VERSION.match(location.name):
+        raise LakeError(f"{location.uri} is a version; publish to its box instead")
+    draft = Draft(box=location, location=location.child(_new_version()))
+    try:
+        yield draft
+    except BaseException:
+        draft.location.remove()
+        raise
+    if draft.committed is None:
+        draft.location.remove()
+        raise LakeError(f"refusing to publish {location.uri}: the draft was never committed")
+    sweep(location)
+
+
+def sweep(box: Location, now: dt.datetime | None = None) -> list[str]:
+    """Remove versions the pointer no longer keeps and drafts older than the stale age.
+
+    :return: the names of the removed version directories
+    """
+    pointer = _read_pointer(box)
+    kept = set(pointer.get("history", [])) | {pointer["version"]} if pointer else set()
+    stale = dt.timedelta(seconds=_setting_int(STALE_ENV, DEFAULT_STALE_SECONDS, minimum=0))
+    now = now or _now()
+    removed = []
+    for version, created in versions(box):
+        if version in kept:
+            continue
+        committed_once = pointer is not None and created <= _version_time(pointer["version"])
+        if committed_once or now - created >= stale:
+            box.child(version).remove()
+            removed.append(version)
+    return removed
+
+
+def versions(box: Location) -> list[tuple[str, dt.datetime]]:
+    """The version directories of a box with their creation times, oldest first."""
+    try:
+        entries = box.fs.ls(box.path, detail=False)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        name = posixpath.basename(str(entry).rstrip("/"))
+        if _VERSION.match(name):
+            found.append((name, _version_time(name)))
+    return sorted(found, key=lambda item: item[0])
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _new_version() -> str:
+    return f"{VERSION_PREFIX}{_now():%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
+
+
+def _version_time(name: str) -> dt.datetime:
+    match = _VERSION.match(name)
+    if not match:
+        raise LakeError(f"{name!r} is not a version directory name")
+    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _read_pointer(box: Location) -> dict[str, Any] | None:
+    try:
+        pointer = json.loads(box.child(POINTER).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as err:
+        raise LakeError(f"{box.uri}/{POINTER} is not valid JSON: {err}") from None
+    if not isinstance(pointer, dict) or not _VERSION.match(str(pointer.get("version", ""))):
+        raise LakeError(f"{box.uri}/{POINTER} names no version")
+    return pointer
+
+
+def _check_segment(segment: str, where: str) -> None:
+    if not _SEGMENT.match(segment):
+        raise LakeError(
+            f"invalid lake path segment {segment!r} in {where!r}: use letters, digits and "
+            "_ . = + - (no '..', no empty or absolute parts)"
+        )
+
+
+def _join(base: str, suffix: str) -> str:
+    if not suffix:
+        return base
+    return base.rstrip("/") + "/" + suffix
+
+
+def _apply_mounts(uri: str) -> str:
+    raw = os.environ.get(MOUNTS_ENV)
+    if not raw:
+        return uri
+    try:
+        mounts = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise LakeError(f"{MOUNTS_ENV} is not valid JSON: {err}") from None
+    if not isinstance(mounts, dict):
+        raise LakeError(f"{MOUNTS_ENV} must map URI prefixes to URI prefixes")
+    for prefix in sorted(mounts, key=len, reverse=True):
+        if uri == prefix.rstrip("/") or uri.startswith(prefix):
+            return str(mounts[prefix]).rstrip("/") + "/" + uri[len(prefix) :].lstrip("/")
+    return uri
+
+
+def _local(logical: str, path: str) -> Location:
+    return Location(uri=logical, fs=_local_fs(), path=path, spark=path_uri(Path(path)))
+
+
+def _local_fs() -> Any:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem()
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _setting_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LakeError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise LakeError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parquet_digest(fs: Any, path: str) -> str:
     import pandas as pd
     import pyarrow.parquet as pq
 
     # Batch by batch, so a large export is never held in memory at once. Values are hashed
     # through pandas rather than as Arrow buffers: the bytes under null slots and past the end
     # of a validity bitmap are undefined, so buffers of equal data can differ.
-    parquet = pq.ParquetFile(path)
-    schema = parquet.schema_arrow.remove_metadata()
-    digest = hashlib.sha256(schema.serialize().to_pybytes())
-    for batch in parquet.iter_batches(batch_size=65_536):
-        rows = pd.util.hash_pandas_object(batch.to_pandas(), index=False)
-        digest.update(rows.to_numpy().tobytes())
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        schema = parquet.schema_arrow.remove_metadata()
+        digest = hashlib.sha256(schema.serialize().to_pybytes())
+        for batch in parquet.iter_batches(batch_size=65_536):
+            rows = pd.util.hash_pandas_object(batch.to_pandas(), index=False)
+            digest.update(rows.to_numpy().tobytes())
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def _sha256(fs: Any, path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with fs.open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _is_parquet(path: Path) -> bool:
+def _is_parquet(fs: Any, path: str) -> bool:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"PAR1"
+        with fs.open(path, "rb") as handle:
+            return bool(handle.read(4) == b"PAR1")
     except OSError:
         return False

@@ -98,10 +98,14 @@ def resolve_json_setting(explicit: Any, variable: str, env: str) -> Any:
 
 
 def lake_uri(*parts: str) -> str:
-    """``file://`` URI of a path under the lake root (for templates, rendered at run time)."""
+    """URI of a path under the lake root (for templates, rendered at run time); each part is
+    checked so a templated value cannot leave the root."""
     from mlops_jobs import lake
 
-    return lake.path_uri(lake.to_path(resolve_lake_root()).joinpath(*parts))
+    try:
+        return lake.join(resolve_lake_root(), *parts)
+    except lake.LakeError as err:
+        raise InvalidParameterError(str(err)) from None
 
 
 def json_mapping(value: Mapping[str, Any] | str | None, name: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ churn_batch_scoring twice (predictions replaced in Hive, never duplicated)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -94,3 +95,66 @@ def test_churn_lifecycle_runs_end_to_end(
         f"SELECT COUNT(DISTINCT customer_id) FROM ml.churn_predictions WHERE ds = '{END}'"
     )
     assert distinct == predictions["rows"]
+
+
+@pytest.mark.hive
+@pytest.mark.integration
+def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
+    demo_warehouse: object,
+    airflow_db: None,
+    dagbag: DagBag,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same DAG, changed by configuration only: the jobs run on the strict Databricks
+    emulator (a fresh process with only the run's environment, the wheel and its declared
+    dependencies), and the lake is a ``dbfs:/`` URI. The worker reaches DBFS through a mount
+    of the emulator's DBFS directory, as the cluster does through its FUSE mount."""
+    from airflow.utils.state import DagRunState
+
+    from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+
+    emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.2).start()
+    try:
+        root = "dbfs:/mlops/lake"
+        for key, value in {
+            "AIRFLOW_CONN_DATABRICKS_DEFAULT": emulator.connection(),
+            "MLOPS_COMPUTE_BACKEND": "databricks",
+            "MLOPS_DATABRICKS_CLUSTER": '{"new_cluster": {"num_workers": 1}}',
+            "MLOPS_DATABRICKS_WHEEL_DIR": "/Volumes/main/mlops/artifacts/wheels",
+            "MLOPS_LAKE_ROOT": root,
+            "MLOPS_LAKE_MOUNTS": json.dumps({"dbfs:/": lake.path_uri(emulator.dbfs_root) + "/"}),
+        }.items():
+            monkeypatch.setenv(key, value)
+        logical_date = dt.datetime.fromisoformat(f"{END}T00:00:00+00:00")
+        run = dagbag.dags["churn_training"].test(
+            logical_date=logical_date,
+            run_conf={
+                "lookback_days": 90,
+                "workers": 1,
+                "train_params": {"epochs": 2},
+                "force_promote": True,
+                "force_reason": "integration test on the tiny demo",
+            },
+        )
+    finally:
+        emulator.stop()
+    assert run.state == DagRunState.SUCCESS
+    jobs = [
+        r.request["tasks"][0]["python_wheel_task"]["parameters"] for r in emulator.runs.values()
+    ]
+    assert [p[2] for p in jobs] == ["churn-features", "churn-train", "churn-evaluate"]
+    assert all(p[1].startswith(f"{root}/_results/churn_training/ds={END}/") for p in jobs)
+    features = lake.open_box(f"{root}/churn/features/ds={END}")
+    assert features.uri.startswith(f"{root}/churn/features/ds={END}/v=")
+    assert features.manifest["snapshot"]["uri"].startswith(f"{root}/churn/snapshots/ds={END}/v=")
+    assert (emulator.dbfs_root / "mlops/lake/churn/features" / f"ds={END}" / lake.POINTER).is_file()
+    registry = MlflowRegistryHook()
+    versions = [
+        v
+        for v in registry.client.search_model_versions("name = 'churn'")
+        if v.tags.get("airflow.run_id") == run.run_id
+    ]
+    assert len(versions) == 1
+    tags = registry.client.get_run(versions[0].run_id).data.tags
+    assert tags["features.uri"] == features.uri

@@ -65,7 +65,6 @@ def train_baseline(
     import mlflow
     import pyspark
 
-    from mlops_jobs import lake
     from mlops_jobs.churn.baseline import (
         BASELINE_PARAMS,
         PROBABILITY,
@@ -75,10 +74,8 @@ def train_baseline(
     from mlops_jobs.spark.session import get_spark
 
     spark = get_spark("churn-evaluate")
-    root = lake.to_path(features.uri)
-    splits = features.manifest["splits"]
-    train = spark.read.parquet(lake.path_uri(root / splits["train"]["path"]))
-    test = spark.read.parquet(lake.path_uri(root / splits["test"]["path"]))
+    train = spark.read.parquet(features.split_location("train").spark)
+    test = spark.read.parquet(features.split_location("test").spark)
     model = fit_baseline(train, features)
     keys = list(test_keys.columns)
     scored = predict_baseline(model, test, features).toPandas()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_jobs import lake
 from mlops_jobs.hql import validate_identifier
 
 if TYPE_CHECKING:
@@ -318,17 +319,15 @@ REQUIRED_COLUMNS = {
 INFERENCE_TABLES = ("customers", "events")
 
 
-def read_snapshot_manifest(
-    snapshot: str, needed: tuple[str, ...] = tuple(REQUIRED_COLUMNS)
-) -> dict[str, Any]:
-    """The snapshot's manifest, checked for the ``needed`` tables and the columns the job reads."""
-    from mlops_jobs import lake
-
+def open_snapshot(snapshot: str, needed: tuple[str, ...] = tuple(REQUIRED_COLUMNS)) -> lake.Box:
+    """The snapshot's committed version, checked for the ``needed`` tables and the columns the
+    job reads."""
     try:
-        manifest = lake.read_manifest(snapshot)
+        box = lake.open_box(snapshot)
     except lake.LakeError as err:
         raise SnapshotError(f"snapshot {snapshot}: {err}") from None
-    tables = manifest.get("tables", {})
+    snapshot = box.uri
+    tables = box.manifest.get("tables", {})
     for alias in needed:
         required = REQUIRED_COLUMNS[alias]
         if alias not in tables:
@@ -337,7 +336,7 @@ def read_snapshot_manifest(
         missing = [c for c in required if c not in present]
         if missing:
             raise SnapshotError(f"snapshot {snapshot}: {alias} lacks columns {', '.join(missing)}")
-    return manifest
+    return box
 
 
 def feature_statistics(features: DataFrame, config: FeatureConfig) -> dict[str, Any]:
@@ -372,147 +371,127 @@ def feature_statistics(features: DataFrame, config: FeatureConfig) -> dict[str, 
 
 def load_snapshot(
     snapshot: str, config: FeatureConfig, needed: tuple[str, ...]
-) -> tuple[dict[str, Any], Any, dict[str, DataFrame]]:
-    """The snapshot's manifest, directory and tables (as Spark DataFrames), checked first."""
-    from mlops_jobs import lake
+) -> tuple[lake.Box, dict[str, DataFrame]]:
+    """The snapshot's committed version and tables (as Spark DataFrames), checked first."""
     from mlops_jobs.spark.session import get_spark
 
-    snapshot_manifest = read_snapshot_manifest(snapshot, needed)  # before paying for Spark
-    lookback = snapshot_manifest.get("lookback_days")
+    box = open_snapshot(snapshot, needed)  # before paying for Spark
+    lookback = box.manifest.get("lookback_days")
     if lookback is not None and int(lookback) < config.max_window:
         raise SnapshotError(
-            f"snapshot {snapshot} holds {lookback} days of events but the longest feature window "
+            f"snapshot {box.uri} holds {lookback} days of events but the longest feature window "
             f"is {config.max_window} days; extract it with lookback_days >= {config.max_window}"
         )
-    snapshot_dir = lake.to_path(snapshot)
     spark = get_spark("churn-features")
     tables = {
-        alias: spark.read.parquet(
-            lake.path_uri(snapshot_dir / snapshot_manifest["tables"][alias]["path"])
-        )
+        alias: spark.read.parquet(box.path(box.manifest["tables"][alias]["path"]).spark)
         for alias in needed
     }
-    return snapshot_manifest, snapshot_dir, tables
+    return box, tables
+
+
+def _snapshot_reference(box: lake.Box) -> dict[str, Any]:
+    return {"uri": box.uri, "content_hash": box.manifest.get("content_hash")}
 
 
 def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str, Any]:
-    """Build the feature set from ``snapshot`` and publish it atomically at ``output``.
+    """Build the feature set from ``snapshot`` and publish it as a new version of ``output``.
 
-    :return: the published manifest
+    :return: the committed manifest (its ``uri`` key names the version)
     """
     import datetime as dt
 
     from pyspark.sql import functions as F
 
-    from mlops_jobs import lake
+    from mlops_jobs.spark.session import write_sorted_parquet
 
     config = FeatureConfig.load(config_path)
-    snapshot_manifest, snapshot_dir, tables = load_snapshot(
-        snapshot, config, tuple(REQUIRED_COLUMNS)
-    )
-    final = lake.to_path(output)
+    snapshot_box, tables = load_snapshot(snapshot, config, tuple(REQUIRED_COLUMNS))
     features = build_churn_features(
         tables["customers"], tables["events"], tables["churn_labels"], config
     ).cache()
     try:
-        with lake.publishing(final) as staging:
-            # One sorted file per split: the same snapshot gives byte-identical files (and so the
-            # same content hash) in every run and on every backend.
-            (
-                features.repartition(1, "split")
-                .sortWithinPartitions("customer_id", "ds")
-                .write.mode("overwrite")
-                .partitionBy("split")
-                .parquet(lake.path_uri(staging))
-            )
+        with lake.publishing(output) as draft:
+            write_sorted_parquet(features, draft.location.spark, KEYS, partition_by=("split",))
             counts = {
                 r["split"]: int(r["count"]) for r in features.groupBy("split").count().collect()
             }
+            if sum(counts.values()) == 0:
+                raise SnapshotError(f"snapshot {snapshot_box.uri} yields no labelled rows")
             label_rate = features.agg(F.mean("label")).first()
             schema = [
                 {"name": f.name, "type": f.dataType.simpleString()}
                 for f in features.schema.fields
                 if f.name != "split"
             ]
-            files = lake.data_files(staging)
-            manifest = {
-                "format_version": 1,
-                "dataset": "churn/features",
-                "ds": snapshot_manifest.get("ds"),
-                "snapshot": {
-                    "uri": lake.path_uri(snapshot_dir),
-                    "content_hash": snapshot_manifest.get("content_hash"),
-                },
-                "features": config.feature_names(),
-                "categorical": list(config.categorical),
-                "label": "label",
-                "keys": list(KEYS),
-                "schema": schema,
-                "splits": {s: {"path": f"split={s}", "rows": counts.get(s, 0)} for s in SPLITS},
-                "label_rate": float(label_rate[0])
-                if label_rate and label_rate[0] is not None
-                else None,
-                "statistics": feature_statistics(features, config),
-                "config": json.loads(Path(config_path or CONFIG_PATH).read_text()),
-                "content_hash": lake.content_hash(files),
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-            if sum(counts.values()) == 0:
-                raise SnapshotError(f"snapshot {snapshot} yields no labelled rows")
-            lake.write_manifest(staging, manifest)
+            box = draft.commit(
+                {
+                    "format_version": 1,
+                    "dataset": "churn/features",
+                    "ds": snapshot_box.manifest.get("ds"),
+                    "snapshot": _snapshot_reference(snapshot_box),
+                    "features": config.feature_names(),
+                    "categorical": list(config.categorical),
+                    "label": "label",
+                    "keys": list(KEYS),
+                    "schema": schema,
+                    "splits": {s: {"path": f"split={s}", "rows": counts.get(s, 0)} for s in SPLITS},
+                    "label_rate": float(label_rate[0])
+                    if label_rate and label_rate[0] is not None
+                    else None,
+                    "statistics": feature_statistics(features, config),
+                    "config": json.loads(Path(config_path or CONFIG_PATH).read_text()),
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+            )
     finally:
         features.unpersist()
-    return manifest
+    return {**box.manifest, "uri": box.uri}
 
 
 def run_inference(snapshot: str, output: str, config_path: str | None = None) -> dict[str, Any]:
     """Build the inference features (every active customer as of the snapshot's ``ds``, no
-    label) from a snapshot of customers and events, and publish them atomically at ``output``.
+    label) from a snapshot of customers and events, and publish them as a new version of
+    ``output``.
 
-    :return: the published manifest
+    :return: the committed manifest (its ``uri`` key names the version)
     """
     import datetime as dt
 
-    from mlops_jobs import lake
+    from mlops_jobs.spark.session import write_sorted_parquet
 
     config = FeatureConfig.load(config_path)
-    snapshot_manifest, snapshot_dir, tables = load_snapshot(snapshot, config, INFERENCE_TABLES)
-    ds = snapshot_manifest.get("ds")
+    snapshot_box, tables = load_snapshot(snapshot, config, INFERENCE_TABLES)
+    ds = snapshot_box.manifest.get("ds")
     if not ds:
-        raise SnapshotError(f"snapshot {snapshot} has no ds in its manifest")
+        raise SnapshotError(f"snapshot {snapshot_box.uri} has no ds in its manifest")
     features = build_inference_features(tables["customers"], tables["events"], ds, config).cache()
     try:
-        with lake.publishing(lake.to_path(output)) as staging:
-            (
-                features.repartition(1)
-                .sortWithinPartitions("customer_id")
-                .write.mode("overwrite")
-                .parquet(lake.path_uri(staging / "data"))
-            )
+        with lake.publishing(output) as draft:
+            write_sorted_parquet(features, draft.location.child("data").spark, ("customer_id",))
             rows = features.count()
             if rows == 0:
-                raise SnapshotError(f"snapshot {snapshot} has no customers to score as of {ds}")
-            manifest = {
-                "format_version": 1,
-                "dataset": "churn/inference_features",
-                "ds": ds,
-                "snapshot": {
-                    "uri": lake.path_uri(snapshot_dir),
-                    "content_hash": snapshot_manifest.get("content_hash"),
-                },
-                "features": config.feature_names(),
-                "categorical": list(config.categorical),
-                "keys": list(KEYS),
-                "path": "data",
-                "rows": rows,
-                "schema": [
-                    {"name": f.name, "type": f.dataType.simpleString()}
-                    for f in features.schema.fields
-                ],
-                "content_hash": lake.content_hash(lake.data_files(staging / "data")),
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-            lake.write_manifest(staging, manifest)
+                raise SnapshotError(
+                    f"snapshot {snapshot_box.uri} has no customers to score as of {ds}"
+                )
+            box = draft.commit(
+                {
+                    "format_version": 1,
+                    "dataset": "churn/inference_features",
+                    "ds": ds,
+                    "snapshot": _snapshot_reference(snapshot_box),
+                    "features": config.feature_names(),
+                    "categorical": list(config.categorical),
+                    "keys": list(KEYS),
+                    "path": "data",
+                    "rows": rows,
+                    "schema": [
+                        {"name": f.name, "type": f.dataType.simpleString()}
+                        for f in features.schema.fields
+                    ],
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+            )
     finally:
         features.unpersist()
-    return manifest
+    return {**box.manifest, "uri": box.uri}

@@ -92,17 +92,22 @@ class FeatureSet:
 
     uri: str
     manifest: dict[str, Any]
+    box: lake.Box
 
     @classmethod
     def open(cls, uri: str) -> FeatureSet:
+        """The committed version ``uri`` names (a box resolves to its current version)."""
         try:
-            manifest = lake.read_manifest(uri)
+            box = lake.open_box(uri)
         except lake.LakeError as err:
             raise TrainConfigError(f"feature set {uri}: {err}") from None
         for key in ("features", "categorical", "statistics", "splits", "label"):
-            if key not in manifest:
-                raise TrainConfigError(f"feature set {uri}: manifest has no {key!r}")
-        return cls(uri=uri, manifest=manifest)
+            if key not in box.manifest:
+                raise TrainConfigError(f"feature set {box.uri}: manifest has no {key!r}")
+        return cls(uri=box.uri, manifest=box.manifest, box=box)
+
+    def split_location(self, name: str) -> lake.Location:
+        return self.box.path(self.manifest["splits"][name]["path"])
 
     @property
     def features(self) -> list[str]:
@@ -119,15 +124,10 @@ class FeatureSet:
     def frame(self, name: str) -> Any:
         """One split as a pandas frame (keys, features, label, split columns), sorted by the
         keys, checked for missing columns and nulls."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        directory = lake.to_path(self.uri) / self.manifest["splits"][name]["path"]
-        files = lake.data_files(directory)
-        if not files:
-            raise TrainConfigError(f"feature set {self.uri}: split {name!r} has no data files")
-        table = pa.concat_tables([pq.read_table(f) for f in files])
-        frame = table.to_pandas()
+        try:
+            frame = lake.read_parquet(self.split_location(name)).to_pandas()
+        except lake.LakeError as err:
+            raise TrainConfigError(f"feature set {self.uri}: split {name!r}: {err}") from None
         for column in (*self.features, self.manifest["label"]):
             if column not in frame.columns:
                 raise TrainConfigError(

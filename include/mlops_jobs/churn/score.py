@@ -93,7 +93,7 @@ def run(request: ScoreRequest) -> dict[str, Any]:
     if not 0.0 < threshold < 1.0:
         raise ScoringError(f"threshold must lie in (0, 1), got {threshold}")
     try:
-        features = lake.read_manifest(request.features)
+        features = lake.open_box(request.features)
     except lake.LakeError as err:
         raise ScoringError(f"inference features {request.features}: {err}") from None
     client = mlflow.MlflowClient()
@@ -120,12 +120,13 @@ def _score(
     model_uri: str,
     model_dir: Path,
     threshold: float,
-    features: dict[str, Any],
+    features_box: lake.Box,
 ) -> dict[str, Any]:
     import mlflow
 
-    from mlops_jobs.spark.session import get_spark
+    from mlops_jobs.spark.session import get_spark, write_sorted_parquet
 
+    features = features_box.manifest
     model_dir.mkdir(parents=True)
     local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(model_dir))
     if Path(local_model).resolve() != model_dir.resolve():
@@ -137,7 +138,7 @@ def _score(
     missing = [c for c in expected if c not in features["features"]]
     if missing:
         raise ScoringError(
-            f"{model_uri} needs features that {request.features} lacks: {', '.join(missing)}"
+            f"{model_uri} needs features that {features_box.uri} lacks: {', '.join(missing)}"
         )
     numeric = [f for f in features["features"] if f not in features["categorical"]]
     numeric = [f for f in numeric if not expected or f in expected]
@@ -145,9 +146,7 @@ def _score(
 
     spark = get_spark("churn-score")
     spark.sparkContext.addFile(local_model, recursive=True)
-    frame = spark.read.parquet(
-        lake.path_uri(lake.to_path(request.features) / features.get("path", "data"))
-    )
+    frame = spark.read.parquet(features_box.path(features.get("path", "data")).spark)
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     schema = ", ".join(f"{n} {t}" for n, t in PREDICTION_COLUMNS)
     version_text = str(version.version)
@@ -161,13 +160,8 @@ def _score(
         frame.select("customer_id", *numeric, *categorical).mapInPandas(score, schema).cache()
     )
     try:
-        with lake.publishing(lake.to_path(request.output)) as staging:
-            (
-                predictions.repartition(1)
-                .sortWithinPartitions("customer_id")
-                .write.mode("overwrite")
-                .parquet(lake.path_uri(staging / "data"))
-            )
+        with lake.publishing(request.output) as draft:
+            write_sorted_parquet(predictions, draft.location.child("data").spark, ("customer_id",))
             summary = predictions.selectExpr(
                 "count(*) AS rows",
                 "sum(CAST(churn_predicted AS INT)) AS positives",
@@ -176,32 +170,34 @@ def _score(
             rows = int(summary["rows"]) if summary else 0
             if rows != int(features.get("rows", rows)):
                 raise ScoringError(
-                    f"scored {rows} rows but {request.features} holds {features.get('rows')}"
+                    f"scored {rows} rows but {features_box.uri} holds {features.get('rows')}"
                 )
-            manifest = {
-                "format_version": 1,
-                "dataset": "churn/predictions",
-                "ds": features.get("ds"),
-                "path": "data",
-                "columns": [{"name": n, "type": t} for n, t in PREDICTION_COLUMNS],
-                "model": {
-                    "name": name,
-                    "alias": request.alias,
-                    "version": version_text,
-                    "run_id": version.run_id,
-                },
-                "threshold": threshold,
-                "rows": rows,
-                "predicted_churners": int(summary["positives"] or 0) if summary else 0,
-                "mean_probability": float(summary["mean_probability"] or 0.0) if summary else 0.0,
-                "features": {
-                    "uri": request.features,
-                    "content_hash": features.get("content_hash"),
-                },
-                "scored_at": scored_at.isoformat(),
-                "content_hash": lake.content_hash(lake.data_files(staging / "data")),
-            }
-            lake.write_manifest(staging, manifest)
+            box = draft.commit(
+                {
+                    "format_version": 1,
+                    "dataset": "churn/predictions",
+                    "ds": features.get("ds"),
+                    "path": "data",
+                    "columns": [{"name": n, "type": t} for n, t in PREDICTION_COLUMNS],
+                    "model": {
+                        "name": name,
+                        "alias": request.alias,
+                        "version": version_text,
+                        "run_id": version.run_id,
+                    },
+                    "threshold": threshold,
+                    "rows": rows,
+                    "predicted_churners": int(summary["positives"] or 0) if summary else 0,
+                    "mean_probability": float(summary["mean_probability"] or 0.0)
+                    if summary
+                    else 0.0,
+                    "features": {
+                        "uri": features_box.uri,
+                        "content_hash": features.get("content_hash"),
+                    },
+                    "scored_at": scored_at.isoformat(),
+                }
+            )
     finally:
         predictions.unpersist()
-    return manifest
+    return {**box.manifest, "uri": box.uri}

@@ -31,7 +31,7 @@ def _auc(value: Any) -> str:
 def summarize_day(ds: str, client: Any) -> list[str]:
     root = lake.lake_root()
     lines = [f"ds={ds}"]
-    snapshot = lake.box_path(root, "churn/snapshots", ds)
+    snapshot = lake.box_uri(root, "churn/snapshots", ds)
     try:
         manifest = lake.read_manifest(snapshot)
     except lake.LakeError as err:
@@ -39,12 +39,12 @@ def summarize_day(ds: str, client: Any) -> list[str]:
     else:
         tables = ", ".join(f"{a} {t['rows']:,}" for a, t in manifest["tables"].items())
         lines.append(f"  snapshot: {tables} rows; content hash {manifest['content_hash'][:12]}…")
-    features = lake.box_path(root, "churn/features", ds)
     try:
-        feature_manifest = lake.read_manifest(features)
+        features = lake.open_box(lake.box_uri(root, "churn/features", ds))
     except lake.LakeError as err:
         lines.append(f"  features: none ({err})")
         return lines
+    feature_manifest = features.manifest
     splits = ", ".join(f"{s} {v['rows']:,}" for s, v in feature_manifest["splits"].items())
     lines.append(
         f"  features: {len(feature_manifest['features'])} features; rows: {splits}; "
@@ -52,7 +52,7 @@ def summarize_day(ds: str, client: Any) -> list[str]:
     )
     if client is None:
         return lines
-    uri = lake.path_uri(features)
+    uri = features.uri
     for version in _versions(client):
         run = client.get_run(version.run_id)
         if run.data.tags.get("features.uri") != uri or run.data.tags.get("role") != "training":
@@ -130,7 +130,7 @@ def summarize(days: list[str]) -> list[str]:
             f"@previous = version {_alias(client, 'previous')}"
         )
     last = days[-1]
-    predictions = lake.box_path(lake.lake_root(), "churn/predictions", last)
+    predictions = lake.box_uri(lake.lake_root(), "churn/predictions", last)
     try:
         manifest = lake.read_manifest(predictions)
     except lake.LakeError:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 # Settings every job wants: adaptive execution coalesces the few large shuffles these jobs do,
 # Arrow makes pandas conversions cheap, and a modest shuffle partition count suits a
@@ -58,3 +58,16 @@ def get_spark(app_name: str, conf: Mapping[str, str] | None = None) -> SparkSess
         if key.startswith("spark.sql.") and not explicit.contains(key):
             spark.conf.set(key, value)
     return spark
+
+
+def write_sorted_parquet(
+    frame: DataFrame, uri: str, sort_by: Sequence[str], partition_by: Sequence[str] = ()
+) -> None:
+    """Write ``frame`` to ``uri`` as one file per ``partition_by`` value, rows sorted by
+    ``sort_by``: the same rows give the same files (and content hash) in every run and on
+    every backend."""
+    shuffled = frame.repartition(1, *partition_by) if partition_by else frame.repartition(1)
+    writer = shuffled.sortWithinPartitions(*sort_by).write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(uri)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -34,11 +33,13 @@ class HiveExtractOperator(BaseOperator):
     For each source table the operator checks the live schema against the declared contract
     (every missing, extra or retyped column is reported at once), checks that every required
     partition exists and is non-empty, exports server-side with ``INSERT OVERWRITE DIRECTORY ...
-    STORED AS PARQUET`` into a staging directory, reconciles the exported row counts with Hive's
-    ``COUNT(*)``, writes ``manifest.json`` and only then moves the snapshot to
-    ``{lake_root}/{dataset}/ds={ds}``. A failed run leaves the previous snapshot untouched.
+    STORED AS PARQUET`` into a new version of the box ``{lake_root}/{dataset}/ds={ds}``,
+    reconciles the exported row counts with Hive's ``COUNT(*)``, and commits the version with its
+    ``manifest.json`` (see ``mlops_jobs.lake``). A failed run leaves the previous snapshot as it
+    was. The lake root must be storage HiveServer2 can write to (a local path for the embedded
+    stack; ``s3://``, ``abfss://``, ``gs://`` or ``hdfs://`` in production).
 
-    Returns the snapshot's ``file://`` URI (XCom).
+    Returns the committed version's URI (XCom).
 
     :param sources: Table contracts to extract (``mlops_jobs.churn.tables``).
     :param ds: The run's partition date, ``YYYY-MM-DD``. (templated)
@@ -87,36 +88,37 @@ class HiveExtractOperator(BaseOperator):
             raise InvalidParameterError(str(err)) from None
         lookback_days = positive_int(self.lookback_days, "lookback_days")
         allow_empty = as_bool(self.allow_empty_partitions, "allow_empty_partitions")
-        root = lake.to_path(resolve_lake_root(self.lake_root))
+        try:
+            root = lake.lake_root(resolve_lake_root(self.lake_root))
+            target = lake.box_uri(root, self.dataset, ds)
+        except lake.LakeError as err:
+            raise InvalidParameterError(f"snapshot location: {err}") from None
 
         self.check_contracts()
         counts = self.check_partitions(ds, lookback_days, allow_empty)
-        final = lake.box_path(root, self.dataset, ds)
-        with lake.publishing(final) as staging:
+        with lake.publishing(target, root=root) as draft:
             tables = {}
             for contract in self.sources:
                 tables[contract.alias] = self.export_table(
-                    contract, ds, lookback_days, staging, counts[contract.alias]
+                    contract, ds, lookback_days, draft.location, counts[contract.alias]
                 )
-            manifest = {
-                "format_version": SNAPSHOT_FORMAT_VERSION,
-                "dataset": self.dataset,
-                "ds": ds,
-                "lookback_days": lookback_days,
-                "tables": tables,
-                "content_hash": lake.content_hash(
-                    [f for alias in tables for f in lake.data_files(staging / alias)]
-                ),
-                "producer": _producer(context),
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-            lake.write_manifest(staging, manifest)
+            box = draft.commit(
+                {
+                    "format_version": SNAPSHOT_FORMAT_VERSION,
+                    "dataset": self.dataset,
+                    "ds": ds,
+                    "lookback_days": lookback_days,
+                    "tables": tables,
+                    "producer": _producer(context),
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+            )
         self.log.info(
             "Published snapshot %s (%s)",
-            final,
+            box.uri,
             ", ".join(f"{a}: {t['rows']} rows" for a, t in tables.items()),
         )
-        return lake.path_uri(final)
+        return box.uri
 
     def check_contracts(self) -> None:
         """Compare every source's live columns with its contract; report all drift at once."""
@@ -167,10 +169,10 @@ class HiveExtractOperator(BaseOperator):
         contract: TableContract,
         ds: str,
         lookback_days: int,
-        staging: Path,
+        version: lake.Location,
         expected: dict[str, int] | int,
     ) -> dict[str, Any]:
-        """Export one table into ``staging/<alias>`` and reconcile its row count."""
+        """Export one table into ``<version>/<alias>`` and reconcile its row count."""
         bounds = contract.partition_range(ds, lookback_days)
         columns = contract.column_names
         if bounds is not None:
@@ -181,10 +183,10 @@ class HiveExtractOperator(BaseOperator):
             contract.partition_column if bounds else None,
             *(bounds or (None, None)),
         )
-        target = staging / contract.alias
-        self.hook.export_parquet(query, lake.path_uri(target))
+        target = version.child(contract.alias)
+        self.hook.export_parquet(query, target.spark)
         files = lake.data_files(target)
-        exported = _parquet_rows(files)
+        exported = lake.parquet_rows(target, files)
         hive_rows = sum(expected.values()) if isinstance(expected, dict) else expected
         if exported != hive_rows:
             raise ReconciliationError(
@@ -201,15 +203,9 @@ class HiveExtractOperator(BaseOperator):
             "rows": exported,
             "schema": [{"name": n, "type": t} for n, t in contract.columns]
             + ([{"name": contract.partition_column, "type": "string"}] if bounds else []),
-            "files": [str(f.relative_to(target)) for f in files],
-            "content_hash": lake.content_hash(files),
+            "files": [f.removeprefix(target.path.rstrip("/") + "/") for f in files],
+            "content_hash": lake.content_hash(target, files),
         }
-
-
-def _parquet_rows(files: list[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def _producer(context: Context) -> dict[str, Any]:

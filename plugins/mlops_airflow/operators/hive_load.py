@@ -32,8 +32,8 @@ class HivePartitionLoadOperator(BaseOperator):
     Returns ``{table, ds, rows}``.
 
     :param target: Contract of the table to load (partitioned by ``ds``).
-    :param source: URI of the published box (its manifest gives ``path`` and ``rows``).
-        (templated)
+    :param source: URI of the published box or version (its manifest gives ``path`` and
+        ``rows``); HiveServer2 must reach it. (templated)
     :param ds: Partition to replace. (templated)
     :param staging_database: Database for the temporary external table.
     :param hiveserver2_conn_id: Airflow connection to HiveServer2.
@@ -71,9 +71,10 @@ class HivePartitionLoadOperator(BaseOperator):
         except hql.InvalidIdentifierError as err:
             raise InvalidParameterError(str(err)) from None
         try:
-            manifest = lake.read_manifest(self.source)
+            box = lake.open_box(self.source)
         except lake.LakeError as err:
             raise InvalidParameterError(f"source {self.source}: {err}") from None
+        manifest = box.manifest
         if manifest.get("ds") not in (None, ds):
             raise InvalidParameterError(
                 f"source {self.source} holds ds {manifest['ds']}, not the partition {ds}"
@@ -87,9 +88,9 @@ class HivePartitionLoadOperator(BaseOperator):
             raise SchemaContractError(
                 f"{table} does not match its contract:\n  " + "\n  ".join(problems)
             )
-        data = lake.to_path(self.source) / manifest.get("path", "data")
+        data = box.path(manifest.get("path", "data"))
         staging = TableName(self.staging_database, f"{table.table}_{ds.replace('-', '_')}")
-        for statement in self.target.load_statements(staging, lake.path_uri(data), ds):
+        for statement in self.target.load_statements(staging, data.spark, ds):
             self.hook.execute(statement)
         counts = self.hook.count_by_partition(table, self.target.partition_column, ds, ds)
         loaded = counts.get(ds, 0)

@@ -10,24 +10,26 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import conf
-from airflow.providers.databricks.hooks.databricks import RunState
-from airflow.providers.databricks.operators.databricks import DatabricksJobRunLink
-from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
-from airflow.providers.databricks.utils.databricks import validate_trigger_event
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.providers.databricks.operators.databricks import (
+    DatabricksSubmitRunOperator,
+    _handle_deferrable_databricks_operator_execution,
+)
 
 from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
-from mlops_airflow.utils import resolve_backend, resolve_json_setting
+from mlops_airflow.utils import (
+    resolve_backend,
+    resolve_json_setting,
+    resolve_lake_root,
+    run_ds,
+    setting,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,54 +37,82 @@ if TYPE_CHECKING:
 CLUSTER_VARIABLE = "mlops_databricks_cluster"
 CLUSTER_ENV = "MLOPS_DATABRICKS_CLUSTER"
 WHEEL_DIR_VARIABLE = "mlops_databricks_wheel_dir"
-DEFAULT_WHEEL_DIR = "dbfs:/FileStore/mlops/wheels"
+WHEEL_DIR_ENV = "MLOPS_DATABRICKS_WHEEL_DIR"
+DEFAULT_WHEEL_DIR = "/Volumes/main/mlops/artifacts/wheels"
+CLUSTER_ENVIRONMENT_VARIABLE = "mlops_databricks_env"
+CLUSTER_ENVIRONMENT_ENV = "MLOPS_DATABRICKS_ENV"
 TAIL_LINES = 40
+DEFAULT_RUN_TIMEOUT = timedelta(hours=4)
+# Settings the jobs read (``mlops_jobs``); the local backend passes these on and nothing else
+# from the worker's environment, so connections, the metadata database and secrets stay behind.
+JOB_SETTINGS = (
+    "MLOPS_LAKE_ROOT",
+    "MLOPS_LAKE_MOUNTS",
+    "MLOPS_LAKE_KEEP_VERSIONS",
+    "MLOPS_LAKE_STALE_SECONDS",
+    "MLOPS_MLFLOW_ARTIFACT_ROOT",
+    "MLOPS_TRAIN_THREADS",
+)
+PROCESS_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "JAVA_HOME", "TZ", "USER")
+_SECRET_NAME = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY")
 
 
-class SparkJobOperator(BaseOperator):
+class SparkJobOperator(DatabricksSubmitRunOperator):
     """
     Run ``mlops-job <job> <arguments>`` on the configured compute backend.
 
     The backend is resolved at execute time (argument, Variable ``mlops_compute_backend``, or
     ``MLOPS_COMPUTE_BACKEND``; default ``local``), so the DAG is the same everywhere:
 
-    * ``local``: ``spark-submit --master local[N]`` from the installed pyspark; the job's output
-      streams into the task log; a non-zero exit fails the task with the job's last lines;
-      ``on_kill`` terminates the whole process group.
-    * ``databricks``: the ``mlops_jobs`` wheel is built, uploaded to DBFS once per content
-      version and run as a ``python_wheel_task`` through ``DatabricksHook.submit_run`` with an
-      idempotency token unique to the task try. ``run_id`` and ``run_page_url`` go to XCom (and
-      the provider's "See Databricks Job Run" link); deferrable mode hands the wait to the
-      provider's ``DatabricksExecutionTrigger``; ``on_kill`` cancels the run; a failed run raises
-      with its page URL and error output.
+    * ``local``: ``spark-submit --master local[N]`` from the installed pyspark, in a minimal
+      environment (the job settings ``MLOPS_LAKE_*``, ``MLFLOW_*`` from the MLflow connection;
+      no ``AIRFLOW_*``, no connections, no metadata database); the job's output streams into the
+      task log; a non-zero exit fails the task with the job's last lines; ``on_kill`` terminates
+      the whole process group.
+    * ``databricks``: the provider's ``DatabricksSubmitRunOperator`` does the submission,
+      waiting, deferral, "See Databricks Job Run" link, error output and cancellation (also of a
+      deferred run, through its trigger). Its durable mode keeps the Databricks run id in the
+      task state store, so a retry reattaches to a run that is still alive or has succeeded
+      instead of starting a second one. This operator adds the job package (a wheel uploaded
+      once per content version to a Unity Catalog volume, or DBFS), the run specification
+      (``python_wheel_task``; the lake root, MLflow URIs and job settings as ``spark_env_vars``,
+      secrets only as ``{{secrets/scope/key}}`` references) and the result.
 
-    The job's last stdout line, when it is a JSON object, is returned (XCom ``return_value``).
+    The job writes its result (a JSON object) to ``result_uri`` in the lake; the task returns it
+    (XCom ``return_value``).
 
     :param job: Job name, e.g. ``churn-features``. (templated)
     :param arguments: Job arguments. (templated)
     :param spark_conf: Spark settings for the job. (templated)
     :param backend: ``local`` or ``databricks``; default from configuration. (templated)
+    :param result_uri: Lake location of the job's result; default
+        ``{lake}/_results/{dag_id}/ds={ds}/{task_id}[.{map_index}]/{digest of the run id}.json``,
+        deterministic per task instance so a reattached run's result is found. (templated)
     :param local_master: Spark master for the local backend.
-    :param databricks_conn_id: Airflow connection to the Databricks workspace.
     :param databricks_cluster: ``{"new_cluster": {...}}`` or ``{"existing_cluster_id": "..."}``;
         default from the Variable ``mlops_databricks_cluster`` or ``MLOPS_DATABRICKS_CLUSTER``.
-    :param wheel_dir: DBFS folder for job wheels; default Variable ``mlops_databricks_wheel_dir``.
-    :param deferrable: Wait for the Databricks run in the triggerer.
-    :param polling_period_seconds: Seconds between run state checks.
-    :param databricks_retry_limit: Retries of each Databricks API call (429, 5xx, network).
-    :param databricks_retry_delay: Seconds between those retries.
-    :param run_timeout_seconds: Databricks run timeout (0: none).
-    :param mlflow_conn_id: Airflow connection to MLflow whose URIs the local job gets (the
-        environment's ``MLFLOW_*`` when it does not exist).
+    :param cluster_environment: Extra ``spark_env_vars`` for a new cluster (values may be
+        ``{{secrets/scope/key}}``); default Variable ``mlops_databricks_env`` or
+        ``MLOPS_DATABRICKS_ENV`` (JSON).
+    :param wheel_dir: Where job wheels go: ``/Volumes/<catalog>/<schema>/<volume>/<dir>`` or a
+        ``dbfs:/`` folder; default Variable ``mlops_databricks_wheel_dir`` or
+        ``MLOPS_DATABRICKS_WHEEL_DIR``.
+    :param run_timeout: Databricks run timeout (``timeout_seconds`` of the run); the task's
+        ``execution_timeout`` defaults to it plus an hour for queueing and cluster start.
+    :param mlflow_conn_id: Airflow connection to MLflow whose URIs the job gets (the worker's
+        ``MLFLOW_*`` when it does not exist).
+    :param kwargs: ``DatabricksSubmitRunOperator`` arguments (``databricks_conn_id``,
+        ``deferrable``, ``durable``, ``polling_period_seconds``, ``databricks_retry_*``) and
+        ``BaseOperator`` ones.
     """
 
-    template_fields: Sequence[str] = ("job", "arguments", "spark_conf", "backend")
+    template_fields: Sequence[str] = ("job", "arguments", "spark_conf", "backend", "result_uri")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "spark_conf": "json",
         "arguments": "json",
     }
-    operator_extra_links: tuple[BaseOperatorLink, ...] = (DatabricksJobRunLink(),)
     ui_color = "#fde7d1"
+    ui_fgcolor = "#000"
 
     def __init__(
         self,
@@ -91,43 +121,42 @@ class SparkJobOperator(BaseOperator):
         arguments: Sequence[str] = (),
         spark_conf: Mapping[str, str] | None = None,
         backend: str | None = None,
+        result_uri: str | None = None,
         local_master: str = "local[2]",
-        databricks_conn_id: str = DatabricksJobsHook.default_conn_name,
         databricks_cluster: Mapping[str, Any] | None = None,
+        cluster_environment: Mapping[str, str] | None = None,
         wheel_dir: str | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        polling_period_seconds: int = 30,
-        databricks_retry_limit: int = 3,
-        databricks_retry_delay: float = 1.0,
-        run_timeout_seconds: int = 0,
+        run_timeout: timedelta = DEFAULT_RUN_TIMEOUT,
         mlflow_conn_id: str | None = "mlflow_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
+        kwargs.setdefault("execution_timeout", run_timeout + timedelta(hours=1))
+        kwargs.setdefault("databricks_conn_id", DatabricksJobsHook.default_conn_name)
+        super().__init__(timeout_seconds=int(run_timeout.total_seconds()), **kwargs)
         self.job = job
         self.arguments = arguments
         self.spark_conf = spark_conf
         self.backend = backend
+        self.result_uri = result_uri
         self.local_master = local_master
-        self.databricks_conn_id = databricks_conn_id
         self.databricks_cluster = databricks_cluster
+        self.cluster_environment = cluster_environment
         self.wheel_dir = wheel_dir
-        self.deferrable = deferrable
-        self.polling_period_seconds = polling_period_seconds
-        self.databricks_retry_limit = databricks_retry_limit
-        self.databricks_retry_delay = databricks_retry_delay
-        self.run_timeout_seconds = run_timeout_seconds
-        self.run_id: int | None = None
+        self.mlflow_conn_id = mlflow_conn_id
         self._process: subprocess.Popen[str] | None = None
+        self._result_location: str | None = None
 
-    @cached_property
+    @property
     def databricks_hook(self) -> DatabricksJobsHook:
+        return self._hook
+
+    def _get_hook(self, caller: str) -> DatabricksJobsHook:
         return DatabricksJobsHook(
             self.databricks_conn_id,
             retry_limit=self.databricks_retry_limit,
             retry_delay=self.databricks_retry_delay,
-            caller="SparkJobOperator",
+            retry_args=self.databricks_retry_args,
+            caller=caller,
         )
 
     def mlflow_environment(self) -> dict[str, str]:
@@ -142,15 +171,68 @@ class SparkJobOperator(BaseOperator):
         except InvalidParameterError:
             return {}  # no MLflow configured at all: jobs that need it say so themselves
 
+    def job_settings(self, cluster: bool = False) -> dict[str, str]:
+        """The lake root and the job settings of this deployment (``JOB_SETTINGS``). A cluster
+        reaches the lake through its own mounts, never the worker's."""
+        settings = {k: os.environ[k] for k in JOB_SETTINGS if os.environ.get(k)}
+        if cluster:
+            settings.pop("MLOPS_LAKE_MOUNTS", None)
+        from mlops_jobs import lake
+
+        try:
+            settings["MLOPS_LAKE_ROOT"] = lake.lake_root(resolve_lake_root())
+        except lake.LakeError as err:
+            raise InvalidParameterError(f"lake root: {err}") from None
+        return settings
+
     def job_arguments(self, context: Context) -> list[str]:
         """The job's command line after the entry point; subclasses may add to it."""
-        return [str(self.job), *[str(a) for a in self.arguments]]
+        return [
+            "--result-uri",
+            self.result_location(context),
+            str(self.job),
+            *[str(a) for a in self.arguments],
+        ]
+
+    def result_location(self, context: Context) -> str:
+        """The lake URI the job writes its result to (see ``result_uri``)."""
+        if self._result_location is None:
+            from mlops_jobs import lake
+
+            try:
+                if self.result_uri:
+                    uri = lake.ensure_within(str(self.result_uri), resolve_lake_root())
+                else:
+                    ti = context["ti"]
+                    map_index = getattr(ti, "map_index", -1)
+                    task = ti.task_id + (f".{map_index}" if map_index not in (None, -1) else "")
+                    digest = hashlib.sha256(str(ti.run_id).encode()).hexdigest()[:16]
+                    ds = run_ds(context.get("dag_run"), context.get("ds"))
+                    uri = lake.join(
+                        resolve_lake_root(), "_results", ti.dag_id, f"ds={ds}", task,
+                        f"{digest}.json",
+                    )  # fmt: skip
+            except lake.LakeError as err:
+                raise InvalidParameterError(f"result_uri: {err}") from None
+            self._result_location = uri
+        return self._result_location
+
+    def read_result(self, context: Context) -> Any:
+        """The result the job wrote, or an error naming where it was expected."""
+        from mlops_jobs import lake
+
+        uri = self.result_location(context)
+        try:
+            return json.loads(lake.locate(uri).read_text())
+        except FileNotFoundError:
+            raise SparkJobError(f"job {self.job!r} wrote no result to {uri}") from None
 
     def execute(self, context: Context) -> Any:
+        self._result_location = None
         backend = resolve_backend(self.backend)
         if backend == "local":
             return self.execute_local(context)
-        return self.execute_databricks(context)
+        return self.execute_resumable(context)
 
     # -- local ---------------------------------------------------------------------------
 
@@ -169,20 +251,26 @@ class SparkJobOperator(BaseOperator):
             command += ["--conf", f"{key}={value}"]
         return [*command, str(entry), *self.job_arguments(context)]
 
-    def execute_local(self, context: Context) -> Any:
+    def local_environment(self) -> dict[str, str]:
+        """The local job's whole environment: the process basics, Python and Spark paths, the
+        job settings and MLflow; nothing else of the worker's."""
         import mlops_jobs
 
         include = str(Path(mlops_jobs.__file__).resolve().parents[1])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [include, os.environ.get("PYTHONPATH")])),
+        return {
+            **{k: os.environ[k] for k in PROCESS_ENVIRONMENT if os.environ.get(k)},
+            "PYTHONPATH": include,
             "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
             "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "PYARROW_IGNORE_TIMEZONE": "1",
             # local mode needs no network name; loopback also works where the host name
             # does not resolve
             "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            **self.job_settings(),
             **self.mlflow_environment(),
         }
+
+    def execute_local(self, context: Context) -> Any:
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -193,7 +281,7 @@ class SparkJobOperator(BaseOperator):
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            env=env,
+            env=self.local_environment(),
             start_new_session=True,
         )
         assert self._process.stdout is not None
@@ -207,7 +295,7 @@ class SparkJobOperator(BaseOperator):
                 f"job {self.job!r} failed on the local backend with exit code {returncode}; "
                 "last lines:\n" + "\n".join(tail)
             )
-        return _result_line(tail)
+        return self.read_result(context)
 
     # -- databricks ----------------------------------------------------------------------
 
@@ -215,25 +303,13 @@ class SparkJobOperator(BaseOperator):
         """Build the job wheel and upload it unless that version is already there."""
         from mlops_jobs.distribution import build_wheel
 
-        wheel_dir = (self.wheel_dir or _variable(WHEEL_DIR_VARIABLE) or DEFAULT_WHEEL_DIR).rstrip(
-            "/"
-        )
+        wheel_dir = self.wheel_dir or setting(WHEEL_DIR_VARIABLE, WHEEL_DIR_ENV, DEFAULT_WHEEL_DIR)
         with tempfile.TemporaryDirectory() as tmp:
             wheel = build_wheel(Path(tmp))
-            target = f"{wheel_dir}/{wheel.name}"
-            dbfs_path = target.removeprefix("dbfs:")
-            data = wheel.read_bytes()
-            if self.databricks_hook.dbfs_file_size(dbfs_path) == len(data):
-                self.log.info("Job package %s is already uploaded", target)
-            else:
-                self.log.info("Uploading job package to %s (%d bytes)", target, len(data))
-                self.databricks_hook.dbfs_upload(dbfs_path, data)
-        return target
+            return self.databricks_hook.upload_job_package(wheel, str(wheel_dir))
 
-    def run_json(self, context: Context, wheel: str) -> dict[str, Any]:
-        """The ``runs/submit`` request for this task try."""
-        from mlops_jobs.distribution import ENTRY_POINT, PACKAGE
-
+    def cluster_specification(self) -> dict[str, Any]:
+        """The task's cluster: configured cluster, job ``spark_conf``, and the environment."""
         cluster = resolve_json_setting(self.databricks_cluster, CLUSTER_VARIABLE, CLUSTER_ENV)
         if not cluster or not ({"new_cluster", "existing_cluster_id"} & set(cluster)):
             raise InvalidParameterError(
@@ -241,15 +317,48 @@ class SparkJobOperator(BaseOperator):
                 f"Variable {CLUSTER_VARIABLE} or {CLUSTER_ENV}), got {cluster!r}"
             )
         cluster = dict(cluster)
-        if self.spark_conf and "new_cluster" in cluster:
+        if "new_cluster" in cluster:
             new_cluster = dict(cluster["new_cluster"])
-            new_cluster["spark_conf"] = {**new_cluster.get("spark_conf", {}), **self.spark_conf}
+            new_cluster["spark_conf"] = {
+                **new_cluster.get("spark_conf", {}),
+                **(self.spark_conf or {}),
+            }
+            new_cluster["spark_env_vars"] = {
+                **new_cluster.get("spark_env_vars", {}),
+                **self.cluster_env_vars(),
+            }
             cluster["new_cluster"] = new_cluster
+        return cluster
+
+    def cluster_env_vars(self) -> dict[str, str]:
+        """``spark_env_vars`` of the run: the lake root, MLflow URIs, job settings, and the
+        configured extras. A value whose name says it is a secret must be a secret reference."""
+        mlflow = self.mlflow_environment()
+        extra = resolve_json_setting(
+            self.cluster_environment, CLUSTER_ENVIRONMENT_VARIABLE, CLUSTER_ENVIRONMENT_ENV
+        )
+        uris = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        env = {
+            **self.job_settings(cluster=True),
+            **{k: v for k, v in mlflow.items() if k in uris},
+            **{str(k): str(v) for k, v in (extra or {}).items()},
+        }
+        for name, value in env.items():
+            if any(word in name.upper() for word in _SECRET_NAME) and not _is_secret_ref(value):
+                raise InvalidParameterError(
+                    f"cluster environment variable {name} must be a Databricks secret reference "
+                    "({{secrets/<scope>/<key>}}), not a plain value"
+                )
+        return env
+
+    def run_specification(self, context: Context, wheel: str) -> dict[str, Any]:
+        """The ``runs/submit`` request for this task instance."""
+        from mlops_jobs.distribution import ENTRY_POINT, PACKAGE
+
         ti = context["ti"]
         return {
             "run_name": f"{ti.dag_id}.{ti.task_id}.{self.job}",
             "idempotency_token": idempotency_token(context),
-            "timeout_seconds": self.run_timeout_seconds,
             "tasks": [
                 {
                     "task_key": str(self.job).replace("-", "_"),
@@ -259,77 +368,42 @@ class SparkJobOperator(BaseOperator):
                         "parameters": self.job_arguments(context),
                     },
                     "libraries": [{"whl": wheel}],
-                    **cluster,
+                    **self.cluster_specification(),
                 }
             ],
         }
 
-    def execute_databricks(self, context: Context) -> Any:
-        request = self.run_json(context, self.upload_wheel())
-        self.run_id = self.databricks_hook.submit_run(request)
-        run_page_url = self.databricks_hook.get_run_page_url(self.run_id)
-        ti = context["ti"]
-        ti.xcom_push(key="run_id", value=self.run_id)
-        ti.xcom_push(key="run_page_url", value=run_page_url)
-        self.log.info("Databricks run %s: %s", self.run_id, run_page_url)
+    def _prepare_submit_json(self, context: Context) -> dict[str, Any]:
+        # Called by the provider only when it submits a run (never on a reattach), so the
+        # package is uploaded only then.
+        self.json = self.run_specification(context, self.upload_wheel())
+        request = super()._prepare_submit_json(context)
+        for task in request.get("tasks", []):
+            # The provider forwards DAG params as named parameters; the job takes its arguments
+            # as a list (``parameters``), and the two cannot be combined.
+            task.get("python_wheel_task", {}).pop("named_parameters", None)
+        return request
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> Any:
+        # Returns the result: when the mixin reattaches, the task returns what this returns.
         if self.deferrable:
-            self.defer(
-                trigger=DatabricksExecutionTrigger(
-                    run_id=self.run_id,
-                    databricks_conn_id=self.databricks_conn_id,
-                    polling_period_seconds=self.polling_period_seconds,
-                    retry_limit=self.databricks_retry_limit,
-                    retry_delay=max(1, round(self.databricks_retry_delay)),
-                    run_page_url=run_page_url,
-                    caller="SparkJobOperator",
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.run_timeout_seconds)
-                if self.run_timeout_seconds
-                else None,
-            )
-        while True:
-            state = self.databricks_hook.get_run_state(self.run_id)
-            if state.is_terminal:
-                return self._finish(self.run_id, run_page_url, state)
-            self.log.info("Run %s is %s", self.run_id, state.life_cycle_state)
-            time.sleep(self.polling_period_seconds)
+            # Deferrable and durable: the mixin decided to submit or reattach; the triggerer
+            # waits (a run already over is finished here at once).
+            self.run_id = int(external_id)
+            _handle_deferrable_databricks_operator_execution(self, self._hook, self.log, context)
+        else:
+            super().poll_until_complete(external_id, context)
+        return self.read_result(context)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger reported a terminal state."""
-        validate_trigger_event(event)
+    def get_job_result(self, external_id: Any, context: Context) -> Any:
+        super().get_job_result(external_id, context)
+        return self.read_result(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:  # type: ignore[override]
+        """Resume after the trigger reported a terminal state; a failed run raises."""
+        super().execute_complete(dict(context), event)
         self.run_id = int(event["run_id"])
-        return self._finish(
-            self.run_id, event["run_page_url"], RunState.from_json(event["run_state"])
-        )
-
-    def _finish(self, run_id: int, run_page_url: str, state: RunState) -> Any:
-        run = self.databricks_hook.get_run(run_id)
-        outputs = []
-        for task in run.get("tasks", []):
-            try:
-                output = self.databricks_hook.get_run_output(task["run_id"])
-            except Exception as err:  # a run cancelled before its task started has no output
-                output = {} if state.is_successful else {"error": f"(no output: {err})"}
-            outputs.append((task, output))
-        if state.is_successful:
-            self.log.info("Run %s succeeded: %s", run_id, run_page_url)
-            for _, output in outputs:
-                if output.get("logs"):
-                    return _result_line(output["logs"].splitlines())
-            return None
-        details = []
-        for task, output in outputs:
-            error = output.get("error") or task.get("state", {}).get("state_message", "")
-            trace = "\n".join((output.get("error_trace") or "").splitlines()[-TAIL_LINES:])
-            details.append(
-                f"task {task.get('task_key')}: {error}" + (f"\n{trace}" if trace else "")
-            )
-        raise SparkJobError(
-            f"Databricks run {run_id} of job {self.job!r} ended {state.life_cycle_state}"
-            f"/{state.result_state}: {state.state_message}\nRun page: {run_page_url}\n"
-            + "\n".join(details)
-        )
+        return self.read_result(context)
 
     # -- both ----------------------------------------------------------------------------
 
@@ -343,18 +417,35 @@ class SparkJobOperator(BaseOperator):
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._process.pid, signal.SIGKILL)
+            return
         if self.run_id is not None:
-            self.log.info("Cancelling Databricks run %s", self.run_id)
-            self.databricks_hook.cancel_run(self.run_id)
+            super().on_kill()
+
+
+def _is_secret_ref(value: str) -> bool:
+    text = value.strip()
+    return text.startswith("{{secrets/") and text.endswith("}}") and text.count("/") == 2
 
 
 def idempotency_token(context: Context) -> str:
-    """A token unique to the task try (Databricks allows at most 64 characters)."""
+    """A token per task instance and submission (Databricks allows at most 64 characters).
+
+    It covers the run id the task state store holds from an earlier try: a try that died
+    between submitting and storing the id gets the same run back from ``runs/submit``, while a
+    resubmission after a failed run (a new stored id) gets a new run. Without a state store it
+    covers the try number.
+    """
     ti = context["ti"]
-    key = ":".join(
-        str(getattr(ti, attr, ""))
-        for attr in ("dag_id", "task_id", "run_id", "map_index", "try_number")
+    store = context.get("task_state_store")
+    submission = (
+        f"after:{store.get(SparkJobOperator.external_id_key)}"
+        if store is not None
+        else f"try:{getattr(ti, 'try_number', '')}"
     )
+    key = ":".join(
+        [*(str(getattr(ti, attr, "")) for attr in ("dag_id", "task_id", "run_id", "map_index")),
+         submission]
+    )  # fmt: skip
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -368,19 +459,3 @@ def instance_arguments(context: Context) -> list[str]:
         "--map-index", str(getattr(ti, "map_index", -1)),
         "--try-number", str(ti.try_number),
     ]  # fmt: skip
-
-
-def _result_line(lines: Sequence[str] | deque[str]) -> Any:
-    """The last line that is a JSON object, parsed (the job's machine-readable result)."""
-    for line in reversed(list(lines)):
-        text = line.strip()
-        if text.startswith("{") and text.endswith("}"):
-            with contextlib.suppress(json.JSONDecodeError):
-                return json.loads(text)
-    return None
-
-
-def _variable(key: str) -> str | None:
-    from airflow.sdk import Variable
-
-    return Variable.get(key, default=None)

@@ -41,7 +41,8 @@ class TrainModelOperator(SparkJobOperator):
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
     :param train_params: Training parameter overrides (see ``train_config.json``). (templated)
-    :param timeout_seconds: Bound on each worker; a hung or dead worker fails the stage. (templated)
+    :param worker_timeout_seconds: Bound on each worker; a hung or dead worker fails the stage.
+        (templated)
     :param mlflow_ui_url: Base URL of the MLflow UI for the link; default Variable
         ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``.
     """
@@ -51,9 +52,9 @@ class TrainModelOperator(SparkJobOperator):
         "features",
         "workers",
         "train_params",
-        "timeout_seconds",
+        "worker_timeout_seconds",
     )
-    operator_extra_links: tuple[BaseOperatorLink, ...] = (
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (  # type: ignore[assignment]
         *SparkJobOperator.operator_extra_links,
         MlflowRunLink(),
     )
@@ -64,7 +65,7 @@ class TrainModelOperator(SparkJobOperator):
         features: str,
         workers: int | str = 2,
         train_params: Mapping[str, Any] | str | None = None,
-        timeout_seconds: int | str = 1800,
+        worker_timeout_seconds: int | str = 1800,
         mlflow_ui_url: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -74,7 +75,7 @@ class TrainModelOperator(SparkJobOperator):
         self.features = features
         self.workers = workers
         self.train_params = train_params
-        self.timeout_seconds = timeout_seconds
+        self.worker_timeout_seconds = worker_timeout_seconds
         self.mlflow_ui_url = mlflow_ui_url
 
     def job_arguments(self, context: Context) -> list[str]:
@@ -84,7 +85,8 @@ class TrainModelOperator(SparkJobOperator):
             "--features", str(self.features),
             "--workers", str(positive_int(self.workers, "workers")),
             "--params", json.dumps(overrides),
-            "--timeout-seconds", str(positive_int(self.timeout_seconds, "timeout_seconds")),
+            "--timeout-seconds",
+            str(positive_int(self.worker_timeout_seconds, "worker_timeout_seconds")),
             *instance_arguments(context),
         ]  # fmt: skip
 

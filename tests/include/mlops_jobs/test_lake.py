@@ -1,66 +1,208 @@
+"""The lake: URIs, versioned publishing without rename, crash points, retention and bounds."""
+
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from mlops_jobs import lake
 
-
-def _publish(final: Path, payload: str) -> None:
-    with lake.publishing(final) as staging:
-        (staging / "data.txt").write_text(payload)
-        lake.write_manifest(staging, {"payload": payload})
+DS = "2026-03-01"
 
 
-def test_publish_replaces_the_box_and_leaves_no_staging(tmp_path: Path) -> None:
-    final = lake.box_path(tmp_path, "churn/snapshots", "2026-03-01")
-    _publish(final, "first")
-    _publish(final, "second")
-    assert (final / "data.txt").read_text() == "second"
-    assert lake.read_manifest(final) == {"payload": "second"}
-    assert list((final.parent / lake.STAGING).iterdir()) == []
+@pytest.fixture(params=["local", "memory"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A lake root on the local disk and one on fsspec's in-memory store, which, like an object
+    store, is reached only through the filesystem API."""
+    if request.param == "local":
+        yield str(tmp_path / "lake")
+        return
+    name = f"memory://lake-{uuid.uuid4().hex[:8]}"
+    yield name
+    with contextlib.suppress(FileNotFoundError):
+        fsspec.filesystem("memory").rm(name.removeprefix("memory://"), recursive=True)
 
 
-def test_failed_publish_keeps_the_previous_box(tmp_path: Path) -> None:
-    final = lake.box_path(tmp_path, "churn/snapshots", "2026-03-01")
-    _publish(final, "good")
-    with pytest.raises(RuntimeError, match="export broke"), lake.publishing(final) as staging:
-        (staging / "data.txt").write_text("half")
-        raise RuntimeError("export broke")
-    assert (final / "data.txt").read_text() == "good"
-    assert list((final.parent / lake.STAGING).iterdir()) == []
+def publish(box: str, payload: str, root: str) -> lake.Box:
+    with lake.publishing(box, root=root) as draft:
+        draft.location.child("data", "part-0.txt").write_text(payload)
+        return draft.commit({"payload": payload})
 
 
-def test_publish_without_manifest_is_refused(tmp_path: Path) -> None:
-    final = tmp_path / "box"
+def payload(box: str) -> str:
+    opened = lake.open_box(box)
+    return opened.path("data", "part-0.txt").read_text()
+
+
+def test_each_publish_is_a_new_version_that_readers_resolve(root: str) -> None:
+    box = lake.box_uri(root, "churn/snapshots", DS)
+    first = publish(box, "first", root)
+    second = publish(box, "second", root)
+    assert first.uri != second.uri and second.uri.startswith(box + "/v=")
+    assert payload(box) == "second"
+    assert lake.open_box(first.uri).manifest["payload"] == "first"  # a version stays readable
+    assert lake.read_manifest(box)["content_hash"] == lake.content_hash(second.location)
+
+
+def test_failed_publish_keeps_the_previous_version_and_leaves_no_draft(root: str) -> None:
+    box = lake.box_uri(root, "churn/snapshots", DS)
+    good = publish(box, "good", root)
     with (
-        pytest.raises(lake.LakeError, match=r"no manifest\.json"),
-        lake.publishing(final) as staging,
+        pytest.raises(RuntimeError, match="export broke"),
+        lake.publishing(box, root=root) as draft,
     ):
-        (staging / "data.txt").write_text("x")
-    assert not final.exists()
+        draft.location.child("data", "part-0.txt").write_text("half")
+        raise RuntimeError("export broke")
+    assert payload(box) == "good"
+    assert [v for v, _ in lake.versions(lake.locate(box))] == [good.location.name]
 
 
-def test_read_manifest_of_missing_box_names_it(tmp_path: Path) -> None:
+def test_publish_without_commit_is_refused(root: str) -> None:
+    box = lake.box_uri(root, "churn/snapshots", DS)
+    with pytest.raises(lake.LakeError, match="never committed"), lake.publishing(box, root=root):
+        pass
     with pytest.raises(lake.LakeError, match="not a published box"):
-        lake.read_manifest(tmp_path / "nothing")
+        lake.open_box(box)
 
 
-def test_content_hash_ignores_file_names_but_not_bytes(tmp_path: Path) -> None:
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    a.write_bytes(b"one")
-    b.write_bytes(b"two")
-    c.write_bytes(b"one")
-    assert lake.content_hash([a, b]) == lake.content_hash([b, c])
-    assert lake.content_hash([a]) != lake.content_hash([b])
+@pytest.mark.parametrize("crash_point", ["data", "manifest", "pointer"])
+def test_a_crash_at_any_point_leaves_the_previous_version_readable(
+    root: str, crash_point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed task never runs cleanup: simulate it by failing a write without the context
+    manager's exception handling (the draft stays behind), then check what readers see."""
+    box = lake.box_uri(root, "churn/snapshots", DS)
+    publish(box, "good", root)
+    real_write = lake.Location.write_text
+
+    def crash_on(self: lake.Location, text: str) -> None:
+        if self.name == {"manifest": lake.MANIFEST, "pointer": lake.POINTER}.get(crash_point):
+            raise KeyboardInterrupt("killed")
+        real_write(self, text)
+
+    monkeypatch.setattr(lake.Location, "write_text", crash_on)
+    location = lake.locate(box)
+    draft = lake.Draft(box=location, location=location.child(lake._new_version()))
+    draft.location.child("data", "part-0.txt").write_text("new")
+    if crash_point != "data":
+        with pytest.raises(KeyboardInterrupt):
+            draft.commit({"payload": "new"})
+    monkeypatch.undo()
+    assert payload(box) == "good"
+    # The next publish, once the draft is stale, sweeps it.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lake.DEFAULT_STALE_SECONDS + 1)
+    assert draft.version in lake.sweep(location, now=later)
+
+
+def test_a_half_written_pointer_is_impossible_on_local_disk(tmp_path: Path) -> None:
+    target = lake.locate(str(tmp_path / "pointer.json"))
+    target.write_text(json.dumps({"version": "x"}))
+    assert [p.name for p in tmp_path.iterdir()] == ["pointer.json"]  # no temporary left
+
+
+def test_retention_keeps_the_newest_versions(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lake.KEEP_ENV, "2")
+    box = lake.box_uri(root, "churn/features", DS)
+    published = [publish(box, str(i), root).location.name for i in range(4)]
+    assert [v for v, _ in lake.versions(lake.locate(box))] == published[-2:]
+
+
+def test_fresh_drafts_of_a_concurrent_writer_are_not_swept(root: str) -> None:
+    box = lake.box_uri(root, "churn/features", DS)
+    location = lake.locate(box)
+    publish(box, "one", root)
+    draft = lake.Draft(box=location, location=location.child(lake._new_version()))
+    draft.location.child("data", "part-0.txt").write_text("in progress")
+    assert lake.sweep(location) == []
+    draft.commit({"payload": "late"})
+    assert payload(box) == "in progress"
+
+
+@pytest.mark.parametrize(
+    ("parts", "fault"),
+    [
+        (("churn/../../etc",), r"'\.\.'"),
+        (("churn", "/abs"), "invalid lake path segment ''"),
+        (("churn//features",), "invalid lake path segment ''"),
+        (("churn", "ds=2026 03 01"), "invalid lake path segment 'ds=2026 03 01'"),
+    ],
+)
+def test_paths_are_validated(tmp_path: Path, parts: tuple[str, ...], fault: str) -> None:
+    with pytest.raises(lake.LakeError, match=fault):
+        lake.join(str(tmp_path), *parts)
+
+
+def test_outputs_outside_the_lake_root_are_refused(tmp_path: Path) -> None:
+    root = str(tmp_path / "lake")
+    outside = str(tmp_path / "elsewhere" / "ds=2026-03-01")
+    with (
+        pytest.raises(lake.LakeError, match="outside the lake root"),
+        lake.publishing(outside, root=root),
+    ):
+        pass
+    with pytest.raises(lake.LakeError, match="outside the lake root"):
+        lake.ensure_within(str(tmp_path / "lake-other"), root)
+    with pytest.raises(lake.LakeError, match=r"'\.\.'"):
+        lake.ensure_within(f"{root}/churn/../../x", root)
+
+
+def test_box_uri_checks_ds(tmp_path: Path) -> None:
+    with pytest.raises(lake.LakeError, match="ds must be a date"):
+        lake.box_uri(str(tmp_path), "churn/features", "2026-3-1x")
+
+
+def test_mounts_map_cluster_uris_to_local_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(lake.MOUNTS_ENV, json.dumps({"dbfs:/": lake.path_uri(tmp_path) + "/"}))
+    box = "dbfs:/mlops/lake/churn/features/ds=2026-03-01"
+    committed = publish(box, "mounted", "dbfs:/mlops/lake")
+    assert committed.uri.startswith(box + "/v=")  # results name the logical URI
+    assert (tmp_path / "mlops/lake/churn/features/ds=2026-03-01" / lake.POINTER).is_file()
+    assert lake.locate(box).spark == lake.path_uri(tmp_path / "mlops/lake/churn/features") + (
+        "/ds=2026-03-01"
+    )
+
+
+def test_dbfs_on_a_cluster_goes_through_the_fuse_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lake.DATABRICKS_RUNTIME_ENV, "15.4")
+    location = lake.locate("dbfs:/mlops/lake")
+    assert (location.path, location.spark) == ("/dbfs/mlops/lake", "dbfs:/mlops/lake")
+    volume = lake.locate("/Volumes/main/ml/lake/churn")
+    assert (volume.path, volume.spark) == (
+        "/Volumes/main/ml/lake/churn",
+        "file:///Volumes/main/ml/lake/churn",
+    )
+
+
+def test_dbfs_off_a_cluster_without_a_mount_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(lake.DATABRICKS_RUNTIME_ENV, raising=False)
+    monkeypatch.delenv(lake.MOUNTS_ENV, raising=False)
+    with pytest.raises(lake.LakeError, match=r"dbfs:/mlops/lake is on DBFS.*MLOPS_LAKE_MOUNTS"):
+        lake.locate("dbfs:/mlops/lake")
+
+
+def test_object_store_uris_reach_spark_through_s3a(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(lake.DATABRICKS_RUNTIME_ENV, raising=False)
+    with pytest.raises(lake.LakeError, match="s3://bucket/lake"):
+        lake.locate("s3://bucket/lake")  # s3fs is not installed here: the error names the URI
 
 
 def test_path_uri_keeps_partition_equals_sign(tmp_path: Path) -> None:
     path = tmp_path / "ds=2026-03-01"
     uri = lake.path_uri(path)
     assert uri.endswith("/ds=2026-03-01")
-    assert lake.to_path(uri) == path
+    assert lake.locate(uri).path == str(path)
+    assert lake.normalize(str(path)) == uri
 
 
 def test_data_files_skip_markers_and_checksums(tmp_path: Path) -> None:
@@ -69,23 +211,34 @@ def test_data_files_skip_markers_and_checksums(tmp_path: Path) -> None:
     (tmp_path / "part-0.parquet").write_bytes(b"PAR1...")
     (tmp_path / "000000_0").write_bytes(b"PAR1...")  # Hive's extension-less output
     (tmp_path / "notes.txt").write_text("not data")
-    assert [p.name for p in lake.data_files(tmp_path)] == ["000000_0", "part-0.parquet"]
+    files = lake.data_files(lake.locate(str(tmp_path)))
+    assert [Path(p).name for p in files] == ["000000_0", "part-0.parquet"]
 
 
-def test_unsupported_uri_scheme_is_named() -> None:
-    with pytest.raises(lake.LakeError, match="s3://bucket"):
-        lake.to_path("s3://bucket/lake")
+def test_content_hash_ignores_file_names_but_not_bytes(tmp_path: Path) -> None:
+    location = lake.locate(str(tmp_path))
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    c.write_bytes(b"one")
+    assert lake.content_hash(location, [str(a), str(b)]) == lake.content_hash(
+        location, [str(b), str(c)]
+    )
+    assert lake.content_hash(location, [str(a)]) != lake.content_hash(location, [str(b)])
 
 
 def test_parquet_content_hash_covers_data_not_encoding(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    location = lake.locate(str(tmp_path))
     table = pa.table({"customer_id": [1, 2, 3], "amount": [1.5, None, 2.25]})
     pq.write_table(table, tmp_path / "snappy.parquet", compression="snappy")
     pq.write_table(table, tmp_path / "zstd.parquet", compression="zstd")
     pq.write_table(table.slice(0, 2), tmp_path / "fewer.parquet")
-    snappy, zstd = tmp_path / "snappy.parquet", tmp_path / "zstd.parquet"
-    assert snappy.read_bytes() != zstd.read_bytes()
-    assert lake.content_hash([snappy]) == lake.content_hash([zstd])
-    assert lake.content_hash([snappy]) != lake.content_hash([tmp_path / "fewer.parquet"])
+    snappy, zstd = str(tmp_path / "snappy.parquet"), str(tmp_path / "zstd.parquet")
+    assert Path(snappy).read_bytes() != Path(zstd).read_bytes()
+    assert lake.content_hash(location, [snappy]) == lake.content_hash(location, [zstd])
+    assert lake.content_hash(location, [snappy]) != lake.content_hash(
+        location, [str(tmp_path / "fewer.parquet")]
+    )

@@ -28,16 +28,16 @@ SPEC = DemoSpec(
 
 
 def test_candidate_trained_on_drifted_labels_is_rejected(
-    spark: Any, tmp_path_factory: pytest.TempPathFactory
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
 
     root = tmp_path_factory.mktemp("drift-lake")
+    monkeypatch.setenv(lake.ROOT_ENV, str(root))
     uris = {}
     for ds in (DAY_BEFORE, DRIFT_DAY):
-        snapshot = lake.path_uri(write_demo_snapshot(root, SPEC, ds=ds))
-        uris[ds] = lake.path_uri(lake.box_path(root, "churn/features", ds))
-        feature_job.run(snapshot, uris[ds])
+        snapshot = write_demo_snapshot(root, SPEC, ds=ds)
+        uris[ds] = feature_job.run(snapshot, lake.box_uri(str(root), "churn/features", ds))["uri"]
 
     name = f"churn_drift_{uuid.uuid4().hex[:8]}"
     champion = fit_and_register(uris[DAY_BEFORE], name, epochs=6)

@@ -29,11 +29,13 @@ SPEC = DemoSpec(customers=1500, days=100, end_ds="2026-03-01", seed=31)
 def feature_sets(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Training and inference features built from one snapshot by the jobs' own entry points."""
     root = tmp_path_factory.mktemp("lifecycle-lake")
-    snapshot = lake.path_uri(write_demo_snapshot(root, SPEC))
-    training = lake.path_uri(lake.box_path(root, "churn/features", SPEC.end_ds))
-    inference = lake.path_uri(lake.box_path(root, "churn/inference_features", SPEC.end_ds))
-    feature_job.run(snapshot, training)
-    feature_job.run_inference(snapshot, inference)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(lake.ROOT_ENV, str(root))
+        snapshot = write_demo_snapshot(root, SPEC)
+        training = lake.box_uri(str(root), "churn/features", SPEC.end_ds)
+        inference = lake.box_uri(str(root), "churn/inference_features", SPEC.end_ds)
+        feature_job.run(snapshot, training)
+        feature_job.run_inference(snapshot, inference)
     return {"training": training, "inference": inference, "root": str(root)}
 
 
@@ -55,7 +57,8 @@ def all_training_rows(features: FeatureSet) -> pd.DataFrame:
 def test_inference_features_equal_training_features(feature_sets: dict[str, str]) -> None:
     training = all_training_rows(FeatureSet.open(feature_sets["training"]))
     manifest = lake.read_manifest(feature_sets["inference"])
-    inference = pd.read_parquet(lake.to_path(feature_sets["inference"]) / manifest["path"])
+    box = lake.open_box(feature_sets["inference"])
+    inference = lake.read_parquet(box.path(manifest["path"])).to_pandas()
     # every labelled customer signed up before ds, and so is scored
     assert set(training["customer_id"]) <= set(inference["customer_id"])
     assert manifest["rows"] == len(inference)
@@ -65,20 +68,24 @@ def test_inference_features_equal_training_features(feature_sets: dict[str, str]
 
 
 def test_scores_equal_the_models_predictions_on_training_features(
-    feature_sets: dict[str, str], models: dict[str, str], tmp_path: Path
+    feature_sets: dict[str, str],
+    models: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import mlflow
 
+    monkeypatch.setenv(lake.ROOT_ENV, str(tmp_path))
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(models["name"], "champion", models["trained"])
-    output = lake.path_uri(tmp_path / "predictions" / f"ds={SPEC.end_ds}")
+    output = lake.box_uri(str(tmp_path), "churn/predictions", SPEC.end_ds)
     request = ScoreRequest(
         features=feature_sets["inference"], output=output, registered_model=models["name"]
     )
     manifest = score(request)
     assert manifest["model"]["version"] == models["trained"]
     assert manifest["ds"] == SPEC.end_ds
-    predictions = pd.read_parquet(lake.to_path(output) / "data")
+    predictions = lake.read_parquet(lake.open_box(output).path("data")).to_pandas()
     assert len(predictions) == manifest["rows"] == predictions["customer_id"].nunique()
     assert set(predictions["model_version"]) == {models["trained"]}
 
@@ -93,7 +100,8 @@ def test_scores_equal_the_models_predictions_on_training_features(
 
     # a re-run replaces the output with the same predictions, nothing added
     again = score(request)
-    rerun = pd.read_parquet(lake.to_path(output) / "data")
+    assert again["uri"] != manifest["uri"]  # a new version, committed whole
+    rerun = lake.read_parquet(lake.open_box(output).path("data")).to_pandas()
     assert again["rows"] == manifest["rows"] == len(rerun)
     np.testing.assert_allclose(
         rerun["churn_probability"].to_numpy(), predictions["churn_probability"].to_numpy()
@@ -101,13 +109,14 @@ def test_scores_equal_the_models_predictions_on_training_features(
 
 
 def test_scoring_without_a_champion_names_the_model(
-    feature_sets: dict[str, str], tmp_path: Path
+    feature_sets: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(lake.ROOT_ENV, str(tmp_path))
     with pytest.raises(ScoringError, match="churn_nobody has no @champion"):
         score(
             ScoreRequest(
                 features=feature_sets["inference"],
-                output=lake.path_uri(tmp_path / "out"),
+                output=lake.normalize(tmp_path / "out"),
                 registered_model="churn_nobody",
             )
         )

@@ -105,16 +105,19 @@ def test_future_events_never_leak_into_features(spark: Any) -> None:
     assert clean.loc[1, "events_90d"] == 1
 
 
-def test_snapshot_shorter_than_the_longest_window_is_refused(tmp_path: Any) -> None:
+def test_snapshot_shorter_than_the_longest_window_is_refused(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlops_jobs.churn.features import SnapshotError, run
     from tests.support import write_demo_snapshot
 
+    monkeypatch.setenv("MLOPS_LAKE_ROOT", str(tmp_path))
     snapshot = write_demo_snapshot(
         tmp_path, DemoSpec(customers=20, days=30, end_ds=DS, seed=1), lookback_days=14
     )
     out = tmp_path / "features"
     with pytest.raises(SnapshotError, match="holds 14 days of events but the longest feature"):
-        run(str(snapshot), str(out))
+        run(snapshot, str(out))
     assert not out.exists()
 
 

@@ -35,8 +35,13 @@ def extract(lake_root: Path, **kwargs: object) -> str:
 
 
 def published(lake_root: Path) -> list[str]:
+    """The committed snapshot boxes; no draft version may be left behind in any of them."""
     root = lake_root / "churn" / "snapshots"
-    return sorted(p.name for p in root.iterdir() if p.name != lake.STAGING) if root.exists() else []
+    boxes = sorted(root.iterdir()) if root.exists() else []
+    for box in boxes:
+        for version, _ in lake.versions(lake.locate(str(box))):
+            assert (box / version / lake.MANIFEST).exists(), f"draft {version} left in {box}"
+    return [box.name for box in boxes if (box / lake.POINTER).exists()]
 
 
 @pytest.mark.hive
@@ -44,9 +49,9 @@ def test_snapshot_is_published_with_reconciled_manifest(
     hive_hook: HiveWarehouseHook, lake_root: Path
 ) -> None:
     uri = extract(lake_root)
-    box = lake.to_path(uri)
-    assert box == lake_root / "churn" / "snapshots" / f"ds={END}"
-    manifest = lake.read_manifest(box)
+    assert uri.startswith(lake.normalize(lake_root / "churn" / "snapshots" / f"ds={END}") + "/v=")
+    box = Path(lake.locate(uri).path)
+    manifest = lake.read_manifest(uri)
     assert manifest["ds"] == END and manifest["lookback_days"] == LOOKBACK_DAYS
 
     events = pq.read_table(box / "events").to_pandas()
@@ -66,23 +71,24 @@ def test_snapshot_is_published_with_reconciled_manifest(
     assert [c["name"] for c in manifest["tables"]["customers"]["schema"]] == [
         n for n, _ in CUSTOMERS.columns
     ]
-    assert manifest["content_hash"] and list((box.parent / lake.STAGING).iterdir()) == []
+    assert manifest["content_hash"] and published(lake_root) == [f"ds={END}"]
 
 
 @pytest.mark.hive
 def test_rerun_replaces_only_its_own_snapshot(
     hive_hook: HiveWarehouseHook, lake_root: Path
 ) -> None:
-    other = lake.box_path(lake_root, "churn/snapshots", "2026-02-28")
-    other.mkdir(parents=True)
-    lake.write_manifest(other, {"ds": "2026-02-28"})
+    other = lake.box_uri(str(lake_root), "churn/snapshots", "2026-02-28")
+    with lake.publishing(other, root=str(lake_root)) as draft:
+        draft.commit({"ds": "2026-02-28"})
     extract(lake_root)
     first = lake.read_manifest(lake_root / "churn" / "snapshots" / f"ds={END}")
     extract(lake_root)
     second = lake.read_manifest(lake_root / "churn" / "snapshots" / f"ds={END}")
     assert first["content_hash"] == second["content_hash"]
+    assert first["version"] != second["version"]
     assert published(lake_root) == ["ds=2026-02-28", f"ds={END}"]
-    assert lake.read_manifest(other) == {"ds": "2026-02-28"}
+    assert lake.read_manifest(other)["ds"] == "2026-02-28"
 
 
 @pytest.mark.hive
@@ -145,7 +151,7 @@ def test_empty_partition_fails_unless_allowed(
         extract(lake_root, sources=[empty_labels])
     assert published(lake_root) == []
 
-    box = lake.to_path(extract(lake_root, sources=[empty_labels], allow_empty_partitions="True"))
+    box = extract(lake_root, sources=[empty_labels], allow_empty_partitions="True")
     assert lake.read_manifest(box)["tables"]["churn_labels"]["rows"] == 0
 
 
@@ -158,7 +164,7 @@ def test_lost_export_file_fails_reconciliation_and_publishes_nothing(
     def export_then_lose_a_file(self: HiveWarehouseHook, query: str, directory_uri: str) -> None:
         real_export(self, query, directory_uri)
         if "`raw`.`events`" in query:
-            lake.data_files(lake.to_path(directory_uri))[0].unlink()
+            Path(lake.data_files(lake.locate(directory_uri))[0]).unlink()
 
     with (
         mock.patch.object(HiveWarehouseHook, "export_parquet", export_then_lose_a_file),
@@ -166,7 +172,6 @@ def test_lost_export_file_fails_reconciliation_and_publishes_nothing(
     ):
         extract(lake_root)
     assert published(lake_root) == []
-    assert list((lake_root / "churn" / "snapshots" / lake.STAGING).iterdir()) == []
 
 
 def test_hostile_names_never_reach_hive() -> None:

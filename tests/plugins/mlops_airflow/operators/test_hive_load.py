@@ -20,9 +20,10 @@ from mlops_jobs.hql import TableName
 
 def predictions_box(lake_root: Path, ds: str, customers: range, version: str = "1") -> str:
     """A predictions box as the scoring job publishes it."""
-    final = lake.box_path(lake_root, "churn/predictions", ds)
-    with lake.publishing(final) as staging:
-        (staging / "data").mkdir()
+    box = lake.box_uri(str(lake_root), "churn/predictions", ds)
+    with lake.publishing(box, root=str(lake_root)) as draft:
+        data = Path(draft.location.child("data").path)
+        data.mkdir(parents=True)
         n = len(customers)
         table = pa.table(
             {
@@ -36,9 +37,8 @@ def predictions_box(lake_root: Path, ds: str, customers: range, version: str = "
                 TableContract("p", CHURN_PREDICTIONS.table, CHURN_PREDICTIONS.columns)
             ),
         )
-        pq.write_table(table, staging / "data" / "part-00000.parquet")
-        lake.write_manifest(staging, {"ds": ds, "path": "data", "rows": n})
-    return lake.path_uri(final)
+        pq.write_table(table, data / "part-00000.parquet")
+        return draft.commit({"ds": ds, "path": "data", "rows": n}).uri
 
 
 def load(source: str, ds: str, target: TableContract = CHURN_PREDICTIONS) -> dict[str, object]:
@@ -106,4 +106,4 @@ def test_source_of_another_day_is_refused(hive_hook: HiveWarehouseHook, lake_roo
     ):
         load(source, "2026-03-05")
     with pytest.raises(InvalidParameterError, match="is not a published box"):
-        load(lake.path_uri(lake_root / "nothing"), "2026-03-01")
+        load(lake.normalize(lake_root / "nothing"), "2026-03-01")

@@ -30,12 +30,29 @@ from tests.support import FakeTI
 CLUSTER = {"new_cluster": {"spark_version": "16.4.x-scala2.12", "num_workers": 1}}
 
 
+@pytest.fixture(autouse=True)
+def lake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "lake"
+    monkeypatch.setenv("MLOPS_LAKE_ROOT", str(root))
+    return root
+
+
 @pytest.fixture
 def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabricksEmulator]:
     emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.2).start()
     monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
     yield emulator
     emulator.stop()
+
+
+class StateStore(dict[str, Any]):
+    """The task state store's interface (``get``/``set``), kept across a task's tries."""
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
 
 
 def operator(job: str = "version", *arguments: str, **kwargs: Any) -> SparkJobOperator:
@@ -51,33 +68,44 @@ def operator(job: str = "version", *arguments: str, **kwargs: Any) -> SparkJobOp
     return SparkJobOperator(**{**defaults, **kwargs})
 
 
-def context(ti: FakeTI | None = None) -> Any:
-    return {"ti": ti or FakeTI()}
+def context(ti: FakeTI | None = None, store: StateStore | None = None) -> Any:
+    values: dict[str, Any] = {"ti": ti or FakeTI(), "ds": "2026-03-01"}
+    if store is not None:
+        values["task_state_store"] = store
+    return values
 
 
-def features_args(snapshot: Path, output: Path) -> list[str]:
-    return ["--snapshot", lake.path_uri(snapshot), "--output", lake.path_uri(output)]
+def features_args(snapshot: str | Path, output: str | Path) -> list[str]:
+    return ["--snapshot", lake.normalize(snapshot), "--output", lake.normalize(output)]
+
+
+def submits(emulator: DatabricksEmulator) -> int:
+    return len([p for m, p in emulator.requests if p.endswith("runs/submit")])
+
+
+VERSION = {"package": "mlops_jobs", "source_hash": source_hash()}
 
 
 # -- local backend ----------------------------------------------------------------------------
 
 
 def test_local_feature_job_and_databricks_run_publish_identical_output(
-    demo_snapshot: Path, tmp_path: Path, emulator: DatabricksEmulator
+    demo_snapshot: str, lake_root: Path, emulator: DatabricksEmulator
 ) -> None:
-    local_out = tmp_path / "local" / "churn" / "features" / "ds=2026-03-01"
+    local_out = lake_root / "local" / "churn" / "features" / "ds=2026-03-01"
     result = operator(
         "churn-features", *features_args(demo_snapshot, local_out), backend="local"
     ).execute(context())
     local_manifest = lake.read_manifest(local_out)
     assert result["content_hash"] == local_manifest["content_hash"]
+    assert result["output"] == lake.open_box(local_out).uri
     assert sum(s["rows"] for s in local_manifest["splits"].values()) == 150
     assert (
         local_manifest["snapshot"]["content_hash"]
         == lake.read_manifest(demo_snapshot)["content_hash"]
     )
 
-    remote_out = tmp_path / "remote" / "churn" / "features" / "ds=2026-03-01"
+    remote_out = lake_root / "remote" / "churn" / "features" / "ds=2026-03-01"
     ti = FakeTI()
     result = operator(
         "churn-features", *features_args(demo_snapshot, remote_out), backend="databricks"
@@ -91,24 +119,50 @@ def test_local_feature_job_and_databricks_run_publish_identical_output(
     assert run.life_cycle_state == "TERMINATED" and run.result_state == "SUCCESS"
     task = run.request["tasks"][0]
     assert task["python_wheel_task"]["entry_point"] == "mlops-job"
-    assert task["python_wheel_task"]["parameters"][0] == "churn-features"
+    parameters = task["python_wheel_task"]["parameters"]
+    assert parameters[0] == "--result-uri" and parameters[2] == "churn-features"
+    assert task["libraries"][0]["whl"].startswith("/Volumes/")
     assert task["libraries"][0]["whl"].endswith(f"+src.{source_hash()}-py3-none-any.whl")
+    env = task["new_cluster"]["spark_env_vars"]
+    assert env["MLOPS_LAKE_ROOT"] == lake.normalize(lake_root)
+    assert env["MLFLOW_TRACKING_URI"] and "MLOPS_LAKE_MOUNTS" not in env
+    assert int(run.request["timeout_seconds"]) == 4 * 3600
     assert run.request["idempotency_token"] == idempotency_token(context(ti))
 
 
-def test_local_failure_reports_the_jobs_error(tmp_path: Path) -> None:
-    missing = tmp_path / "lake" / "churn" / "snapshots" / "ds=2026-03-01"
-    out = tmp_path / "lake" / "churn" / "features" / "ds=2026-03-01"
+def test_local_failure_reports_the_jobs_error(lake_root: Path) -> None:
+    missing = lake_root / "churn" / "snapshots" / "ds=2026-03-01"
+    out = lake_root / "churn" / "features" / "ds=2026-03-01"
     with pytest.raises(SparkJobError) as raised:
         operator("churn-features", *features_args(missing, out), backend="local").execute(context())
     message = str(raised.value)
     assert "exit code 2" in message
-    assert f"snapshot {lake.path_uri(missing)}" in message and "manifest.json is missing" in message
+    assert f"snapshot {lake.normalize(missing)}" in message
+    assert "_committed.json is missing" in message
     assert not out.exists()
 
 
-def test_on_kill_terminates_the_local_process_group(demo_snapshot: Path, tmp_path: Path) -> None:
-    out = tmp_path / "lake" / "churn" / "features" / "ds=2026-03-01"
+def test_local_job_gets_only_the_job_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgresql://user:secret@db/warehouse")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:pw@db/airflow")
+    monkeypatch.setenv("MLOPS_LAKE_KEEP_VERSIONS", "5")
+    env = operator(backend="local").local_environment()
+    assert not [k for k in env if k.startswith("AIRFLOW")]
+    assert env["MLOPS_LAKE_KEEP_VERSIONS"] == "5" and env["MLOPS_LAKE_ROOT"]
+    assert env["MLFLOW_TRACKING_URI"] and env["PYTHONPATH"].endswith("include")
+
+
+def test_an_output_outside_the_lake_root_is_refused(demo_snapshot: str, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "ds=2026-03-01"
+    with pytest.raises(SparkJobError, match="outside the lake root"):
+        operator("churn-features", *features_args(demo_snapshot, outside), backend="local").execute(
+            context()
+        )
+    assert not outside.exists()
+
+
+def test_on_kill_terminates_the_local_process_group(demo_snapshot: str, lake_root: Path) -> None:
+    out = lake_root / "churn" / "features" / "ds=2026-03-01"
     op = operator("churn-features", *features_args(demo_snapshot, out), backend="local")
     thread, errors = execute_in_thread(op)
     deadline = time.monotonic() + 120
@@ -120,7 +174,7 @@ def test_on_kill_terminates_the_local_process_group(demo_snapshot: Path, tmp_pat
     assert not thread.is_alive()
     assert op._process is not None and op._process.poll() is not None
     assert errors and isinstance(errors[0], SparkJobError)
-    assert not out.exists()
+    assert not (out / lake.POINTER).exists()
 
 
 # -- databricks backend -------------------------------------------------------------------------
@@ -131,75 +185,103 @@ def test_transient_http_errors_are_retried_by_the_hook(
     emulator: DatabricksEmulator, status: int
 ) -> None:
     emulator.faults.http = [
-        HttpFault("dbfs/get-status", status, 1),
         HttpFault("runs/submit", status, 2),
         HttpFault("runs/get", status, 1),
     ]
-    result = operator(backend="databricks").execute(context())
-    assert result == {"package": "mlops_jobs", "source_hash": source_hash()}
-    submits = [p for m, p in emulator.requests if p.endswith("runs/submit")]
-    assert len(submits) == 3  # two injected failures, then the real submit
+    assert operator(backend="databricks").execute(context()) == VERSION
+    assert submits(emulator) == 3  # two injected failures, then the real submit
     assert len(emulator.runs) == 1
 
 
 def test_wheel_is_uploaded_once_per_version(emulator: DatabricksEmulator) -> None:
     operator(backend="databricks").execute(context())
     operator(backend="databricks").execute(context(FakeTI(try_number=2)))
-    creates = [p for _, p in emulator.requests if p.endswith("dbfs/create")]
-    assert len(creates) == 1 and len(emulator.runs) == 2
+    uploads = [p for m, p in emulator.requests if m == "PUT" and "/fs/files/" in p]
+    assert len(uploads) == 1 and len(emulator.runs) == 2
 
 
-def test_same_try_resubmitted_gets_the_same_run(emulator: DatabricksEmulator) -> None:
-    ti = FakeTI()
-    operator(backend="databricks").execute(context(ti))
-    first = ti.xcom["run_id"]
-    operator(backend="databricks").execute(context(ti))
-    assert ti.xcom["run_id"] == first and len(emulator.runs) == 1
-    assert idempotency_token(context(FakeTI(try_number=2))) != idempotency_token(context(ti))
-    assert len(idempotency_token(context(ti))) <= 64
+def test_retry_reattaches_to_the_run_its_first_try_started(emulator: DatabricksEmulator) -> None:
+    """Try 1 submits, then loses the Databricks API while the run goes on (an outage, or a
+    worker that dies); try 2 finds the run id in the task state store and waits for that run."""
+    emulator.faults.start_delay_seconds = 3
+    emulator.faults.http = [HttpFault("runs/get", 503, 50)]
+    store = StateStore()
+    with pytest.raises(AirflowException):
+        operator(backend="databricks").execute(context(FakeTI(), store))
+    first = store[SparkJobOperator.external_id_key]
+    assert emulator.runs[first].life_cycle_state in {"PENDING", "RUNNING"}
+    emulator.faults.http = []
+    ti = FakeTI(try_number=2)
+    assert operator(backend="databricks").execute(context(ti, store)) == VERSION
+    assert submits(emulator) == 1 and ti.xcom["run_id"] == first
+
+
+def test_retry_after_success_returns_the_result_without_a_new_run(
+    emulator: DatabricksEmulator,
+) -> None:
+    store = StateStore()
+    operator(backend="databricks").execute(context(FakeTI(), store))
+    ti = FakeTI(try_number=2)
+    assert operator(backend="databricks").execute(context(ti, store)) == VERSION
+    assert submits(emulator) == 1
+
+
+def test_a_crash_between_submit_and_storing_the_id_gets_the_same_run(
+    emulator: DatabricksEmulator,
+) -> None:
+    class CrashingStore(StateStore):
+        def set(self, key: str, value: Any) -> None:
+            raise KeyboardInterrupt("worker killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        operator(backend="databricks").execute(context(FakeTI(), CrashingStore()))
+    assert operator(backend="databricks").execute(context(FakeTI(try_number=2), StateStore()))
+    assert len(emulator.runs) == 1  # runs/submit returned the first run for the same token
+
+
+def test_retry_after_a_failed_run_submits_a_new_one(emulator: DatabricksEmulator) -> None:
+    emulator.faults.run_result = "FAILED"
+    store = StateStore()
+    with pytest.raises(AirflowException, match="injected job failure"):
+        operator(backend="databricks").execute(context(FakeTI(), store))
+    emulator.faults.run_result = None
+    assert operator(backend="databricks").execute(context(FakeTI(try_number=2), store)) == VERSION
+    assert len(emulator.runs) == 2
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_failed_run_raises_with_page_url_and_error_output(
-    emulator: DatabricksEmulator, tmp_path: Path, deferrable: bool
+    emulator: DatabricksEmulator, lake_root: Path, deferrable: bool
 ) -> None:
-    missing = tmp_path / "no-snapshot"
+    missing = lake_root / "no-snapshot"
     op = operator(
         "churn-features",
-        *features_args(missing, tmp_path / "out"),
+        *features_args(missing, lake_root / "out"),
         backend="databricks",
         deferrable=deferrable,
     )
     ti = FakeTI()
-    with pytest.raises(SparkJobError) as raised:
+    with pytest.raises(AirflowException) as raised:
         run_to_completion(op, ti)
     message = str(raised.value)
-    run_id = ti.xcom["run_id"]
-    assert f"Databricks run {run_id}" in message and "TERMINATED/FAILED" in message
-    assert ti.xcom["run_page_url"] in message
-    assert "manifest.json is missing" in message  # the job's own error output
+    assert "TERMINATED" in message and "FAILED" in message
+    assert "_committed.json is missing" in message  # the job's own error output
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_internal_error_fails_the_task(emulator: DatabricksEmulator, deferrable: bool) -> None:
     emulator.faults.run_result = "INTERNAL_ERROR"
-    ti = FakeTI()
-    with pytest.raises(SparkJobError, match="INTERNAL_ERROR/FAILED: Cluster terminated"):
-        run_to_completion(operator(backend="databricks", deferrable=deferrable), ti)
-
-
-def test_injected_job_failure_shows_the_trace(emulator: DatabricksEmulator) -> None:
-    emulator.faults.run_result = "FAILED"
-    with pytest.raises(SparkJobError, match="RuntimeError: injected job failure"):
-        operator(backend="databricks").execute(context())
+    with pytest.raises(AirflowException, match="Cluster terminated unexpectedly"):
+        run_to_completion(operator(backend="databricks", deferrable=deferrable), FakeTI())
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_successful_run_returns_the_job_result(
     emulator: DatabricksEmulator, deferrable: bool
 ) -> None:
-    result = run_to_completion(operator(backend="databricks", deferrable=deferrable), FakeTI())
-    assert result == {"package": "mlops_jobs", "source_hash": source_hash()}
+    assert run_to_completion(operator(backend="databricks", deferrable=deferrable), FakeTI()) == (
+        VERSION
+    )
 
 
 def test_on_kill_cancels_the_databricks_run(emulator: DatabricksEmulator) -> None:
@@ -216,7 +298,19 @@ def test_on_kill_cancels_the_databricks_run(emulator: DatabricksEmulator) -> Non
     run = emulator.runs[op.run_id]  # type: ignore[index]
     assert (run.life_cycle_state, run.result_state) == ("TERMINATED", "CANCELED")
     assert ("POST", "/api/2.2/jobs/runs/cancel") in emulator.requests
-    assert errors and "TERMINATED/CANCELED" in str(errors[0])
+    assert errors and "CANCELED" in str(errors[0])
+
+
+def test_killing_a_deferred_task_cancels_the_run(emulator: DatabricksEmulator) -> None:
+    emulator.faults.start_delay_seconds = 60
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(backend="databricks", deferrable=True).execute(context())
+    run_id = deferred.value.trigger.serialize()[1]["run_id"]
+    asyncio.run(deferred.value.trigger.on_kill())  # what the triggerer does on a user's kill
+    deadline = time.monotonic() + 30
+    while emulator.runs[run_id].result_state is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.runs[run_id].result_state == "CANCELED"
 
 
 def test_connection_refused_fails_after_the_hooks_retries(
@@ -237,7 +331,7 @@ def test_connection_refused_fails_after_the_hooks_retries(
             }
         ),
     )
-    with pytest.raises(AirflowException, match="failed 3 times"):
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
         operator(backend="databricks").execute(context())
 
 
@@ -254,12 +348,30 @@ def test_deferral_hands_the_provider_trigger_everything_it_needs(
     assert deferred.value.method_name == "execute_complete"
 
 
+def test_run_specification_carries_settings_and_secret_references(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = operator(
+        cluster_environment={"MLFLOW_TRACKING_TOKEN": "{{secrets/mlops/mlflow-token}}"},
+        params={"promotion_thresholds": {"floor": 0.7}},
+    )
+    spec = op.run_specification(context(), "/Volumes/main/mlops/artifacts/wheels/x.whl")
+    env = spec["tasks"][0]["new_cluster"]["spark_env_vars"]
+    assert env["MLFLOW_TRACKING_TOKEN"] == "{{secrets/mlops/mlflow-token}}"
+    with pytest.raises(InvalidParameterError, match="MLFLOW_TRACKING_TOKEN must be a Databricks"):
+        operator(cluster_environment={"MLFLOW_TRACKING_TOKEN": "dapi123"}).run_specification(
+            context(), "x.whl"
+        )
+
+
 def test_bad_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_DATABRICKS_CLUSTER", raising=False)
     with pytest.raises(InvalidParameterError, match="mlops_databricks_cluster"):
-        operator(databricks_cluster=None).run_json(context(), "dbfs:/x.whl")
+        operator(databricks_cluster=None).run_specification(context(), "dbfs:/x.whl")
     with pytest.raises(InvalidParameterError, match="unknown compute backend 'emr'"):
         operator(backend="emr").execute(context())
+    with pytest.raises(InvalidParameterError, match=r"result_uri: .* outside the lake root"):
+        operator(result_uri="/tmp/elsewhere.json").result_location(context())
 
 
 def execute_in_thread(op: SparkJobOperator) -> tuple[threading.Thread, list[BaseException]]:

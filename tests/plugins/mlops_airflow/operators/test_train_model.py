@@ -34,14 +34,18 @@ def training_features(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("training-lake")
     spec = DemoSpec(customers=3000, days=100, end_ds="2026-03-01", seed=21)
     snapshot = write_demo_snapshot(root, spec)
-    output = lake.box_path(root, "churn/features", spec.end_ds)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[4] / "include")}
+    output = lake.box_uri(str(root), "churn/features", spec.end_ds)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[4] / "include"),
+        lake.ROOT_ENV: str(root),
+    }
     subprocess.run(
         [sys.executable, "-m", "mlops_jobs.cli", "churn-features", "--snapshot",
-         lake.path_uri(snapshot), "--output", lake.path_uri(output)],
+         snapshot, "--output", output],
         check=True, env=env, capture_output=True, timeout=900,
     )  # fmt: skip
-    return lake.path_uri(output)
+    return lake.open_box(output).uri
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def train(features: str, ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
         "workers": 2,
         "train_params": TRAIN_PARAMS,
         "backend": "local",
-        "timeout_seconds": 600,
+        "worker_timeout_seconds": 600,
     }
     return TrainModelOperator(**{**defaults, **kwargs}).execute({"ti": ti})  # type: ignore[arg-type]
 
@@ -167,7 +171,7 @@ def test_killed_worker_fails_the_stage_in_bounded_time_and_registers_nothing(
                 training_features,
                 ti,
                 train_params={**TRAIN_PARAMS, "epochs": 500, "early_stopping_patience": 500},
-                timeout_seconds=timeout,
+                worker_timeout_seconds=timeout,
             )
         except BaseException as err:
             errors.append(err)
