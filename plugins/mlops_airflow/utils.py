@@ -15,11 +15,7 @@ LAKE_ROOT_ENV = "MLOPS_LAKE_ROOT"
 
 def resolve_lake_root(explicit: str | None = None) -> str:
     """The lake root: the argument, the Variable ``mlops_lake_root`` or ``MLOPS_LAKE_ROOT``."""
-    if explicit:
-        return explicit
-    from airflow.sdk import Variable
-
-    value = Variable.get(LAKE_ROOT_VARIABLE, default=None) or os.environ.get(LAKE_ROOT_ENV)
+    value = explicit or setting(LAKE_ROOT_VARIABLE, LAKE_ROOT_ENV)
     if not value:
         raise InvalidParameterError(
             f"no lake root: pass lake_root, set the Variable {LAKE_ROOT_VARIABLE!r} "
@@ -66,13 +62,7 @@ COMPUTE_BACKENDS = ("local", "databricks")
 def resolve_backend(explicit: str | None = None) -> str:
     """The compute backend: the argument, the Variable ``mlops_compute_backend``,
     ``MLOPS_COMPUTE_BACKEND``, else ``local``."""
-    value = explicit
-    if not value:
-        from airflow.sdk import Variable
-
-        value = Variable.get(COMPUTE_BACKEND_VARIABLE, default=None) or os.environ.get(
-            COMPUTE_BACKEND_ENV, "local"
-        )
+    value = explicit or setting(COMPUTE_BACKEND_VARIABLE, COMPUTE_BACKEND_ENV, "local") or ""
     value = value.strip().lower()
     if value not in COMPUTE_BACKENDS:
         raise InvalidParameterError(
@@ -86,9 +76,7 @@ def resolve_json_setting(explicit: Any, variable: str, env: str) -> Any:
     """A JSON setting: the argument, else the Variable ``variable``, else the environment."""
     if explicit:
         return explicit
-    from airflow.sdk import Variable
-
-    raw = Variable.get(variable, default=None) or os.environ.get(env)
+    raw = setting(variable, env)
     if not raw:
         return None
     try:

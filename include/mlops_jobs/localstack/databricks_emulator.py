@@ -634,15 +634,19 @@ class DatabricksEmulator:
             raise RuntimeError(f"entry point {wheel_task['entry_point']!r} not found")
         module, function = target.split(":")
         argv = [wheel_task["entry_point"], *wheel_task.get("parameters", [])]
-        code = (
-            "import importlib, sys; "
-            f"sys.argv = {argv!r}; "
-            f"sys.exit(getattr(importlib.import_module({module!r}), {function!r})())"
+        # A script file, as a console script is: code run with ``python -c`` has a __main__
+        # without __file__, which some libraries take for a doctest run (pyspark.ml.connect
+        # then exits 0 at import).
+        script = run_dir / "entry_point.py"
+        script.write_text(
+            "import importlib, sys\n"
+            f"sys.argv = {argv!r}\n"
+            f"sys.exit(getattr(importlib.import_module({module!r}), {function!r})())\n"
         )
         stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
             run.process = subprocess.Popen(
-                [self.python, "-c", code],
+                [self.python, str(script)],
                 cwd=run_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -64,7 +64,8 @@ def train(features: str, ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
         "backend": "local",
         "worker_timeout_seconds": 600,
     }
-    return TrainModelOperator(**{**defaults, **kwargs}).execute({"ti": ti})  # type: ignore[arg-type]
+    context = {"ti": ti, "ds": "2026-03-01"}
+    return TrainModelOperator(**{**defaults, **kwargs}).execute(context)  # type: ignore[arg-type]
 
 
 def test_two_workers_train_in_sync_and_register_a_candidate(
@@ -230,7 +231,7 @@ def test_databricks_backend_trains_through_the_emulator(
     version = mlflow_client.get_model_version("churn", result["model_version"])
     assert version.tags["airflow.run_id"] == "manual__databricks"
     run = emulator.runs[ti.xcom["run_id"]]
-    assert run.request["tasks"][0]["python_wheel_task"]["parameters"][0] == "churn-train"
+    assert run.request["tasks"][0]["python_wheel_task"]["parameters"][2] == "churn-train"
     assert ti.xcom["mlflow_run_url"] == (
         f"http://mlflow.example/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
     )
