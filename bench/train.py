@@ -130,11 +130,8 @@ def main() -> int:
         quality = launcher(features, 2, {})
         print(json.dumps({"default_config_2_workers": quality}), flush=True)
 
-        import pyarrow.parquet as pq
-
-        test_ids = set(
-            pq.read_table(output / "split=test", columns=["customer_id"]).column(0).to_pylist()
-        )
+        test = lake.read_parquet(lake.open_box(output).path("split=test"))
+        test_ids = set(test.column("customer_id").to_pylist())
         truth = generate(spec).truth
         truth = truth[(truth["ds"] == spec.end_ds) & truth["customer_id"].isin(test_ids)]
         bayes = bayes_auc(truth)

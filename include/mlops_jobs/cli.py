@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -170,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--result-uri", default=None, help="lake location to write the job's result (JSON) to"
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment setting for the job (for clusters whose environment a run cannot "
+        "set); repeatable",
+    )
     jobs = parser.add_subparsers(dest="job", required=True)
     features = jobs.add_parser("churn-features", help="build the churn feature set")
     features.add_argument("--snapshot", required=True, help="URI of the input snapshot")
@@ -212,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from mlops_jobs.lake import LakeError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for setting in args.setting:
+        name, sep, value = setting.partition("=")
+        if not sep or not name:
+            parser.error(f"--setting must be NAME=VALUE, got {setting!r}")
+        os.environ[name] = value
     try:
         return int(args.handler(args))
     except LakeError as err:  # a lake location given as an argument is invalid or missing

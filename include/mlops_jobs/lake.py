@@ -44,6 +44,7 @@ DEFAULT_KEEP_VERSIONS = 3
 DEFAULT_STALE_SECONDS = 6 * 3600
 # Set by the Databricks runtime on every cluster node.
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
+VOLUMES = "/Volumes/"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 _VERSION = re.compile(r"^v=(\d{8}T\d{6}\d{6}Z)-[0-9a-f]{8}$")
@@ -123,6 +124,15 @@ def locate(uri: str | Path) -> Location:
     physical = _apply_mounts(logical)
     parsed = urlparse(physical)
     scheme = parsed.scheme.lower()
+    if physical.startswith(VOLUMES):
+        # A Unity Catalog volume is a local (FUSE) path on a cluster, and nowhere else.
+        if os.environ.get(DATABRICKS_RUNTIME_ENV):
+            return Location(uri=logical, fs=_local_fs(), path=physical, spark=physical)
+        raise LakeError(
+            f"{logical} is in a Unity Catalog volume, which this process can reach only on a "
+            f"Databricks cluster; map it with {MOUNTS_ENV} or use a lake root on object "
+            "storage (s3://, abfss://, gs://) that Airflow, Hive and the cluster all reach"
+        )
     if scheme in _LOCAL_SCHEMES:
         path = unquote(parsed.path) if scheme else physical
         return _local(logical, path)
@@ -163,7 +173,9 @@ def normalize(uri: str | Path) -> str:
     for segment in segments:
         if segment in {".", ".."}:
             raise LakeError(f"lake URI {text!r} contains {segment!r}; give the path without it")
-    if scheme in _LOCAL_SCHEMES and not path.startswith("/Volumes/"):
+    if scheme in _LOCAL_SCHEMES and path.startswith(VOLUMES):
+        return path.rstrip("/")
+    if scheme in _LOCAL_SCHEMES:
         if not scheme and not os.path.isabs(path):
             path = os.path.abspath(path)
         return path_uri(Path(path))
@@ -332,6 +344,7 @@ class Draft:
     box: Location
     location: Location
     committed: Box | None = None
+    pointer_written: bool = False
 
     @property
     def version(self) -> str:
@@ -344,20 +357,29 @@ class Draft:
         """
         if self.committed is not None:
             raise LakeError(f"{self.location.uri} is already committed")
+        if not data_files(self.location, suffix=""):
+            raise LakeError(
+                f"refusing to commit {self.location.uri}: it holds no data files (nothing was "
+                "written, or another writer's sweep removed it)"
+            )
         final = dict(manifest)
         final.setdefault("content_hash", content_hash(self.location))
         final["version"] = self.version
         self.location.child(MANIFEST).write_text(json.dumps(final, indent=2, sort_keys=True))
-        previous = _read_pointer(self.box)
+        try:
+            previous = _read_pointer(self.box)
+        except LakeError:
+            previous = None  # an unreadable pointer is replaced: the new version is whole
         history = [self.version]
         if previous is not None:
-            history += [previous["version"], *previous.get("history", [])[1:]]
+            history += [previous["version"], *previous.get("history", [])]
         keep = _setting_int(KEEP_ENV, DEFAULT_KEEP_VERSIONS, minimum=1)
         pointer = {
             "version": self.version,
             "history": list(dict.fromkeys(history))[:keep],
             "committed_at": _now().isoformat(timespec="seconds"),
         }
+        self.pointer_written = True
         self.box.child(POINTER).write_text(json.dumps(pointer, indent=2))
         self.committed = Box(uri=self.location.uri, manifest=final, location=self.location)
         return self.committed
@@ -378,7 +400,8 @@ def publishing(box: str | Path, root: str | None = None) -> Iterator[Draft]:
     try:
         yield draft
     except BaseException:
-        draft.location.remove()
+        if draft.committed is None and not _pointer_may_name(draft):
+            draft.location.remove()
         raise
     if draft.committed is None:
         draft.location.remove()
@@ -399,8 +422,12 @@ def sweep(box: Location, now: dt.datetime | None = None) -> list[str]:
     for version, created in versions(box):
         if version in kept:
             continue
-        committed_once = pointer is not None and created <= _version_time(pointer["version"])
-        if committed_once or now - created >= stale:
+        # A version with a manifest was committed and has left the retained history (or lost
+        # a race to a newer commit); one without is a draft, maybe of a writer still at work,
+        # so it goes only once it is stale.
+        committed = box.child(version, MANIFEST).exists()
+        older = pointer is not None and created <= _version_time(pointer["version"])
+        if (committed and older) or now - created >= stale:
             box.child(version).remove()
             removed.append(version)
     return removed
@@ -436,6 +463,17 @@ def _version_time(name: str) -> dt.datetime:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _pointer_may_name(draft: Draft) -> bool:
+    """Whether the box's pointer names the draft, or might (its write failed midway)."""
+    if not draft.pointer_written:
+        return False
+    try:
+        pointer = _read_pointer(draft.box)
+    except (LakeError, OSError):
+        return True
+    return pointer is None or pointer["version"] == draft.version
 
 
 def _read_pointer(box: Location) -> dict[str, Any] | None:
@@ -475,8 +513,9 @@ def _apply_mounts(uri: str) -> str:
     if not isinstance(mounts, dict):
         raise LakeError(f"{MOUNTS_ENV} must map URI prefixes to URI prefixes")
     for prefix in sorted(mounts, key=len, reverse=True):
-        if uri == prefix.rstrip("/") or uri.startswith(prefix):
-            return str(mounts[prefix]).rstrip("/") + "/" + uri[len(prefix) :].lstrip("/")
+        base = prefix.rstrip("/")
+        if uri == base or uri.startswith(base + "/"):
+            return str(mounts[prefix]).rstrip("/") + "/" + uri[len(base) :].lstrip("/")
     return uri
 
 

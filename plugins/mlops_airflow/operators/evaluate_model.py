@@ -65,8 +65,7 @@ class EvaluateModelOperator(SparkJobOperator):
             *instance_arguments(context),
         ]  # fmt: skip
 
-    def execute(self, context: Context) -> Any:
-        result = super().execute(context)
+    def process_result(self, context: Context, result: Any) -> Any:
         if not isinstance(result, dict) or "candidate" not in result:
             raise InvalidParameterError(f"evaluation job returned no evaluation: {result!r}")
         return result

@@ -54,7 +54,12 @@ JOB_SETTINGS = (
     "MLOPS_TRAIN_THREADS",
 )
 PROCESS_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "JAVA_HOME", "TZ", "USER")
-_SECRET_NAME = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY")
+# What a local job needs to reach an object-store lake: cloud credentials, proxies, CA bundles.
+PROCESS_ENVIRONMENT_PREFIXES = (
+    "AWS_", "AZURE_", "GOOGLE_", "HADOOP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_",
+)  # fmt: skip
+_SECRET_NAME = ("TOKEN", "PASSWORD", "PASSWD", "PWD", "SECRET", "CREDENTIAL", "KEY", "AUTH")
 
 
 class SparkJobOperator(DatabricksSubmitRunOperator):
@@ -190,6 +195,7 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         return [
             "--result-uri",
             self.result_location(context),
+            *self.job_command_settings(context),
             str(self.job),
             *[str(a) for a in self.arguments],
         ]
@@ -223,12 +229,19 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
 
         uri = self.result_location(context)
         try:
-            return json.loads(lake.locate(uri).read_text())
+            result = json.loads(lake.locate(uri).read_text())
         except FileNotFoundError:
             raise SparkJobError(f"job {self.job!r} wrote no result to {uri}") from None
+        return self.process_result(context, result)
+
+    def process_result(self, context: Context, result: Any) -> Any:
+        """Check or act on the job's result before the task returns it (on every path: local,
+        waiting, deferred, reattached); subclasses override this rather than ``execute``."""
+        return result
 
     def execute(self, context: Context) -> Any:
         self._result_location = None
+        self.external_id_key = state_key(context)
         backend = resolve_backend(self.backend)
         if backend == "local":
             return self.execute_local(context)
@@ -258,7 +271,11 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
 
         include = str(Path(mlops_jobs.__file__).resolve().parents[1])
         return {
-            **{k: os.environ[k] for k in PROCESS_ENVIRONMENT if os.environ.get(k)},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if v and (k in PROCESS_ENVIRONMENT or k.startswith(PROCESS_ENVIRONMENT_PREFIXES))
+            },
             "PYTHONPATH": include,
             "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
             "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -323,12 +340,30 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
                 **new_cluster.get("spark_conf", {}),
                 **(self.spark_conf or {}),
             }
-            new_cluster["spark_env_vars"] = {
-                **new_cluster.get("spark_env_vars", {}),
-                **self.cluster_env_vars(),
-            }
+            new_cluster["spark_env_vars"] = _checked_environment(
+                {**new_cluster.get("spark_env_vars", {}), **self.cluster_env_vars()}
+            )
             cluster["new_cluster"] = new_cluster
         return cluster
+
+    def job_command_settings(self, context: Context) -> list[str]:
+        """``--setting KEY=VALUE`` for an existing cluster, whose environment a run cannot set
+        (secret references cannot travel this way: configure them on the cluster)."""
+        if resolve_backend(self.backend) != "databricks":
+            return []
+        cluster = resolve_json_setting(self.databricks_cluster, CLUSTER_VARIABLE, CLUSTER_ENV)
+        if "new_cluster" in (cluster or {}):
+            return []
+        arguments = []
+        for name, value in self.cluster_env_vars().items():
+            if _is_secret_ref(value):
+                raise InvalidParameterError(
+                    f"cluster environment variable {name} is a secret reference, which an "
+                    "existing cluster cannot receive per run; set it in the cluster's "
+                    "spark_env_vars instead"
+                )
+            arguments += ["--setting", f"{name}={value}"]
+        return arguments
 
     def cluster_env_vars(self) -> dict[str, str]:
         """``spark_env_vars`` of the run: the lake root, MLflow URIs, job settings, and the
@@ -338,27 +373,23 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             self.cluster_environment, CLUSTER_ENVIRONMENT_VARIABLE, CLUSTER_ENVIRONMENT_ENV
         )
         uris = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-        env = {
-            **self.job_settings(cluster=True),
-            **{k: v for k, v in mlflow.items() if k in uris},
-            **{str(k): str(v) for k, v in (extra or {}).items()},
-        }
-        for name, value in env.items():
-            if any(word in name.upper() for word in _SECRET_NAME) and not _is_secret_ref(value):
-                raise InvalidParameterError(
-                    f"cluster environment variable {name} must be a Databricks secret reference "
-                    "({{secrets/<scope>/<key>}}), not a plain value"
-                )
-        return env
+        return _checked_environment(
+            {
+                **self.job_settings(cluster=True),
+                **{k: v for k, v in mlflow.items() if k in uris},
+                **{str(k): str(v) for k, v in (extra or {}).items()},
+            }
+        )
 
     def run_specification(self, context: Context, wheel: str) -> dict[str, Any]:
         """The ``runs/submit`` request for this task instance."""
         from mlops_jobs.distribution import ENTRY_POINT, PACKAGE
 
         ti = context["ti"]
+        cluster = self.cluster_specification()
         return {
             "run_name": f"{ti.dag_id}.{ti.task_id}.{self.job}",
-            "idempotency_token": idempotency_token(context),
+            "idempotency_token": idempotency_token(context, self.durable),
             "tasks": [
                 {
                     "task_key": str(self.job).replace("-", "_"),
@@ -367,8 +398,8 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
                         "entry_point": ENTRY_POINT,
                         "parameters": self.job_arguments(context),
                     },
-                    "libraries": [{"whl": wheel}],
-                    **self.cluster_specification(),
+                    **cluster,
+                    "libraries": [*cluster.get("libraries", []), {"whl": wheel}],
                 }
             ],
         }
@@ -422,31 +453,53 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             super().on_kill()
 
 
+def _checked_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env``, or an error when a variable whose name says secret has a plain value."""
+    for name, value in env.items():
+        words = name.upper().replace("-", "_").split("_")
+        secret = any(w in _SECRET_NAME or w.endswith(_SECRET_NAME) for w in words)
+        if secret and not _is_secret_ref(str(value)):
+            raise InvalidParameterError(
+                f"cluster environment variable {name} must be a Databricks secret reference "
+                "({{secrets/<scope>/<key>}}), not a plain value"
+            )
+    return env
+
+
 def _is_secret_ref(value: str) -> bool:
     text = value.strip()
     return text.startswith("{{secrets/") and text.endswith("}}") and text.count("/") == 2
 
 
-def idempotency_token(context: Context) -> str:
-    """A token per task instance and submission (Databricks allows at most 64 characters).
+def idempotency_token(context: Context, durable: bool = True) -> str:
+    """A token per task instance, clearing and submission (Databricks allows 64 characters).
 
-    It covers the run id the task state store holds from an earlier try: a try that died
-    between submitting and storing the id gets the same run back from ``runs/submit``, while a
-    resubmission after a failed run (a new stored id) gets a new run. Without a state store it
-    covers the try number.
+    Durable, it covers the run id the task state store holds from an earlier try: a try that
+    died between submitting and storing the id gets the same run back from ``runs/submit``,
+    while a resubmission after a failed run (a new stored id) gets a new run. Otherwise it
+    covers the try number. A cleared task (a new ``clear_number``) always gets a new run.
     """
     ti = context["ti"]
     store = context.get("task_state_store")
-    submission = (
-        f"after:{store.get(SparkJobOperator.external_id_key)}"
-        if store is not None
-        else f"try:{getattr(ti, 'try_number', '')}"
-    )
+    if durable and store is not None:
+        submission = f"after:{store.get(state_key(context))}"
+    else:
+        submission = f"try:{getattr(ti, 'try_number', '')}"
     key = ":".join(
         [*(str(getattr(ti, attr, "")) for attr in ("dag_id", "task_id", "run_id", "map_index")),
-         submission]
+         f"clear:{_clear_number(context)}", submission]
     )  # fmt: skip
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def state_key(context: Context) -> str:
+    """The task state key of the Databricks run id: per clearing of the DAG run, so a cleared
+    task computes again instead of reattaching to the run of before."""
+    return f"{DatabricksSubmitRunOperator.external_id_key}.c{_clear_number(context)}"
+
+
+def _clear_number(context: Context) -> int:
+    return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
 
 
 def instance_arguments(context: Context) -> list[str]:

@@ -93,7 +93,9 @@ class TrainModelOperator(SparkJobOperator):
     def execute(self, context: Context) -> Any:
         # Every worker needs a task slot of its own on the local backend.
         self.local_master = f"local[{positive_int(self.workers, 'workers')}]"
-        result = super().execute(context)
+        return super().execute(context)
+
+    def process_result(self, context: Context, result: Any) -> Any:
         if not isinstance(result, dict) or "model_version" not in result:
             raise InvalidParameterError(f"training job returned no model version: {result!r}")
         url = mlflow_run_url(result["experiment_id"], result["run_id"], self.mlflow_ui_url)

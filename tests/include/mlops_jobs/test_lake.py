@@ -101,6 +101,35 @@ def test_a_crash_at_any_point_leaves_the_previous_version_readable(
     assert draft.version in lake.sweep(location, now=later)
 
 
+def test_a_slow_writer_is_not_swept_by_a_faster_one(root: str) -> None:
+    box = lake.box_uri(root, "churn/features", DS)
+    location = lake.locate(box)
+    slow = lake.Draft(box=location, location=location.child(lake._new_version()))
+    slow.location.child("data", "part-0.txt").write_text("slow")
+    publish(box, "fast", root)  # started later, committed first, then swept
+    assert slow.location.child("data", "part-0.txt").exists()
+    slow.commit({"payload": "slow"})
+    assert payload(box) == "slow"
+
+
+def test_an_error_after_the_commit_keeps_the_committed_version(root: str) -> None:
+    box = lake.box_uri(root, "churn/features", DS)
+    with pytest.raises(RuntimeError, match="killed"), lake.publishing(box, root=root) as draft:
+        draft.location.child("data", "part-0.txt").write_text("kept")
+        draft.commit({"payload": "kept"})
+        raise RuntimeError("killed after the commit")
+    assert payload(box) == "kept"
+
+
+def test_an_empty_draft_is_not_committed(root: str) -> None:
+    box = lake.box_uri(root, "churn/features", DS)
+    with (
+        pytest.raises(lake.LakeError, match="holds no data files"),
+        lake.publishing(box, root=root) as draft,
+    ):
+        draft.commit({"payload": "nothing"})
+
+
 def test_a_half_written_pointer_is_impossible_on_local_disk(tmp_path: Path) -> None:
     target = lake.locate(str(tmp_path / "pointer.json"))
     target.write_text(json.dumps({"version": "x"}))
@@ -175,10 +204,11 @@ def test_dbfs_on_a_cluster_goes_through_the_fuse_mount(monkeypatch: pytest.Monke
     monkeypatch.setenv(lake.DATABRICKS_RUNTIME_ENV, "15.4")
     location = lake.locate("dbfs:/mlops/lake")
     assert (location.path, location.spark) == ("/dbfs/mlops/lake", "dbfs:/mlops/lake")
-    volume = lake.locate("/Volumes/main/ml/lake/churn")
-    assert (volume.path, volume.spark) == (
+    volume = lake.locate("file:///Volumes/main/ml/lake/churn/")
+    assert (volume.uri, volume.path, volume.spark) == (
         "/Volumes/main/ml/lake/churn",
-        "file:///Volumes/main/ml/lake/churn",
+        "/Volumes/main/ml/lake/churn",
+        "/Volumes/main/ml/lake/churn",
     )
 
 
@@ -189,6 +219,15 @@ def test_dbfs_off_a_cluster_without_a_mount_is_a_clear_error(
     monkeypatch.delenv(lake.MOUNTS_ENV, raising=False)
     with pytest.raises(lake.LakeError, match=r"dbfs:/mlops/lake is on DBFS.*MLOPS_LAKE_MOUNTS"):
         lake.locate("dbfs:/mlops/lake")
+    with pytest.raises(lake.LakeError, match=r"/Volumes/main/ml/lake is in a Unity Catalog"):
+        lake.locate("/Volumes/main/ml/lake")
+
+
+def test_mounts_match_whole_path_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lake.MOUNTS_ENV, json.dumps({"dbfs:/mnt/lake": str(tmp_path / "m")}))
+    assert lake.locate("dbfs:/mnt/lake/x").path == str(tmp_path / "m" / "x")
+    with pytest.raises(lake.LakeError, match="on DBFS"):
+        lake.locate("dbfs:/mnt/lake2/x")
 
 
 def test_object_store_uris_reach_spark_through_s3a(monkeypatch: pytest.MonkeyPatch) -> None:

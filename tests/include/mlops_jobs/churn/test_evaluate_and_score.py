@@ -45,7 +45,7 @@ def models(feature_sets: dict[str, str]) -> dict[str, str]:
     epochs) and ``untrained`` (initial weights)."""
     name = f"churn_eval_{uuid.uuid4().hex[:8]}"
     untrained = fit_and_register(feature_sets["training"], name, epochs=0)
-    trained = fit_and_register(feature_sets["training"], name, epochs=4)
+    trained = fit_and_register(feature_sets["training"], name, epochs=15)
     return {"name": name, "untrained": untrained, "trained": trained}
 
 

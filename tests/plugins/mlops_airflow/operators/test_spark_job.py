@@ -208,7 +208,7 @@ def test_retry_reattaches_to_the_run_its_first_try_started(emulator: DatabricksE
     store = StateStore()
     with pytest.raises(AirflowException):
         operator(backend="databricks").execute(context(FakeTI(), store))
-    first = store[SparkJobOperator.external_id_key]
+    (first,) = store.values()  # the run id, under a key per clearing of the DAG run
     assert emulator.runs[first].life_cycle_state in {"PENDING", "RUNNING"}
     emulator.faults.http = []
     ti = FakeTI(try_number=2)
@@ -362,6 +362,41 @@ def test_run_specification_carries_settings_and_secret_references(
         operator(cluster_environment={"MLFLOW_TRACKING_TOKEN": "dapi123"}).run_specification(
             context(), "x.whl"
         )
+
+
+def test_an_existing_cluster_gets_the_settings_as_job_arguments() -> None:
+    op = operator(backend="databricks", databricks_cluster={"existing_cluster_id": "0101-abc"})
+    parameters = op.run_specification(context(), "x.whl")["tasks"][0]["python_wheel_task"][
+        "parameters"
+    ]
+    settings = [parameters[i + 1] for i, p in enumerate(parameters) if p == "--setting"]
+    assert any(s.startswith("MLOPS_LAKE_ROOT=") for s in settings)
+    assert parameters[parameters.index("version") - 1].startswith("MLFLOW_TRACKING_URI=") or any(
+        s.startswith("MLFLOW_TRACKING_URI=") for s in settings
+    )
+    with pytest.raises(InvalidParameterError, match="existing cluster cannot receive"):
+        operator(
+            backend="databricks",
+            databricks_cluster={"existing_cluster_id": "0101-abc"},
+            cluster_environment={"MLFLOW_TRACKING_TOKEN": "{{secrets/mlops/token}}"},
+        ).run_specification(context(), "x.whl")
+
+
+def test_token_changes_with_a_clear_and_without_durability_with_the_try() -> None:
+    class DagRun:
+        clear_number = 0
+
+    store = StateStore()
+    first = context(FakeTI(), store)
+    first["dag_run"] = DagRun()
+    retry = context(FakeTI(try_number=2), store)
+    retry["dag_run"] = DagRun()
+    assert idempotency_token(first) == idempotency_token(retry)  # durable: the same submission
+    assert idempotency_token(first, durable=False) != idempotency_token(retry, durable=False)
+    cleared = DagRun()
+    cleared.clear_number = 1
+    retry["dag_run"] = cleared
+    assert idempotency_token(first) != idempotency_token(retry)
 
 
 def test_bad_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
