@@ -80,6 +80,7 @@ def test_rerun_replaces_only_its_own_snapshot(
 ) -> None:
     other = lake.box_uri(str(lake_root), "churn/snapshots", "2026-02-28")
     with lake.publishing(other, root=str(lake_root)) as draft:
+        draft.location.child("customers", "part-0").write_text("another day")
         draft.commit({"ds": "2026-02-28"})
     extract(lake_root)
     first = lake.read_manifest(lake_root / "churn" / "snapshots" / f"ds={END}")
