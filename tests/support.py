@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,21 @@ from mlops_jobs import lake
 from mlops_jobs.churn.tables import CHURN_SOURCES
 from mlops_jobs.demo.generator import DemoSpec, generate
 from mlops_jobs.demo.warehouse import arrow_schema
+from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+
+
+@contextlib.contextmanager
+def databricks_emulator(
+    root: Path, monkeypatch: Any, **options: Any
+) -> Iterator[DatabricksEmulator]:
+    """The Databricks emulator, started under ``root``, with the provider's default connection
+    pointing at it; stopped (its runs killed) on exit."""
+    emulator = DatabricksEmulator(root, **options).start()
+    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 @dataclass

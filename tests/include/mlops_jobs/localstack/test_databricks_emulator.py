@@ -22,6 +22,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import AlreadyExists, BadRequest, NotFound
 
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+from tests.support import databricks_emulator
 
 VOLUME = "/Volumes/main/mlops/artifacts"
 NEW_CLUSTER = {"spark_version": "16.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 1}
@@ -34,12 +35,13 @@ PROBE = (
 
 @pytest.fixture
 def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabricksEmulator]:
-    emulator = DatabricksEmulator(
-        tmp_path / "databricks", pending_seconds=0.05, cluster_env={"CLUSTER_SETTING": "shared"}
-    ).start()
-    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
-    yield emulator
-    emulator.stop()
+    with databricks_emulator(
+        tmp_path / "databricks",
+        monkeypatch,
+        pending_seconds=0.05,
+        cluster_env={"CLUSTER_SETTING": "shared"},
+    ) as emulator:
+        yield emulator
 
 
 @pytest.fixture

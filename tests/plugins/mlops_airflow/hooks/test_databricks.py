@@ -14,16 +14,16 @@ from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
 from mlops_jobs.distribution import ENTRY_POINT, PACKAGE, build_wheel, source_hash
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
+from tests.support import databricks_emulator
 
 WHEEL_DIR = "/Volumes/main/mlops/artifacts/wheels"
 
 
 @pytest.fixture
 def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabricksEmulator]:
-    emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.05).start()
-    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
-    yield emulator
-    emulator.stop()
+    root = tmp_path / "databricks"
+    with databricks_emulator(root, monkeypatch, pending_seconds=0.05) as emulator:
+        yield emulator
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from mlops_airflow.operators.spark_job import SparkJobOperator, idempotency_toke
 from mlops_jobs import lake
 from mlops_jobs.distribution import source_hash
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
-from tests.support import FakeTI
+from tests.support import FakeTI, databricks_emulator
 
 CLUSTER = {"new_cluster": {"spark_version": "16.4.x-scala2.12", "num_workers": 1}}
 
@@ -39,10 +39,8 @@ def lake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabricksEmulator]:
-    emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.2).start()
-    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
-    yield emulator
-    emulator.stop()
+    with databricks_emulator(tmp_path / "databricks", monkeypatch, pending_seconds=0.2) as emulator:
+        yield emulator
 
 
 class StateStore(dict[str, Any]):

@@ -22,8 +22,7 @@ from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_jobs import lake
 from mlops_jobs.demo.generator import DemoSpec
-from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
-from tests.support import FakeTI, experiment_id, write_demo_snapshot
+from tests.support import FakeTI, databricks_emulator, experiment_id, write_demo_snapshot
 
 # Small and quick, but with enough labelled customers for a clear signal.
 TRAIN_PARAMS = {"epochs": 15, "per_worker_batch_size": 128, "early_stopping_patience": 4}
@@ -214,9 +213,7 @@ def test_killed_worker_fails_the_stage_in_bounded_time_and_registers_nothing(
 def test_databricks_backend_trains_through_the_emulator(
     training_features: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_client: Any
 ) -> None:
-    emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.2).start()
-    monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emulator.connection())
-    try:
+    with databricks_emulator(tmp_path / "databricks", monkeypatch, pending_seconds=0.2) as emulator:
         ti = FakeTI(task_id="train_model", run_id="manual__databricks")
         result = train(
             training_features,
@@ -226,8 +223,6 @@ def test_databricks_backend_trains_through_the_emulator(
             polling_period_seconds=1,
             mlflow_ui_url="http://mlflow.example",
         )
-    finally:
-        emulator.stop()
     version = mlflow_client.get_model_version("churn", result["model_version"])
     assert version.tags["airflow.run_id"] == "manual__databricks"
     run = emulator.runs[ti.xcom["run_id"]]
