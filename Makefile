@@ -21,7 +21,9 @@ setup: $(LOCK_STAMP)
 $(LOCK_STAMP): requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip sync --python $(VENV)/bin/python requirements.lock
+	# tensorflow is reinstalled: an environment that also held tensorflow-cpu (same import
+	# package) loses tensorflow's files when sync uninstalls tensorflow-cpu.
+	$(VENV)/bin/uv pip sync --reinstall-package tensorflow --python $(VENV)/bin/python requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
 lock:

@@ -130,7 +130,7 @@ def evaluation_result(
 
     def model(version: str | None, auc: float) -> dict[str, Any]:
         run_id = client.get_model_version(name, version).run_id if version else "baseline-run"
-        return {"version": version, "run_id": run_id, "metrics": metrics(auc)}
+        return {"version": version, "mlflow_run_id": run_id, "metrics": metrics(auc)}
 
     return {
         "model_name": name,

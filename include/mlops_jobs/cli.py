@@ -76,7 +76,7 @@ def churn_train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(
         f"churn-train: registered {result['model_name']} version {result['model_version']} "
-        f"(run {result['run_id']}, metrics {result['metrics']})"
+        f"(MLflow run {result['mlflow_run_id']}, metrics {result['metrics']})"
     )
     return emit(args, result)
 
@@ -155,7 +155,7 @@ def version(args: argparse.Namespace) -> int:
 def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> None:
     """The Airflow task instance a job runs for (tags its MLflow runs and versions)."""
     parser.add_argument("--dag-id", default="adhoc")
-    parser.add_argument("--run-id", default="adhoc")
+    parser.add_argument("--dag-run-id", default="adhoc")
     parser.add_argument("--task-id", default=task_id)
     parser.add_argument("--map-index", type=int, default=-1)
     parser.add_argument("--try-number", type=int, default=1)
@@ -163,7 +163,9 @@ def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> Non
 
 def instance_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The task instance's ids from ``add_instance_arguments``, as request fields."""
-    return {k: getattr(args, k) for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
+    return {
+        k: getattr(args, k) for k in ("dag_id", "dag_run_id", "task_id", "map_index", "try_number")
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """Package ``mlops_jobs`` as a wheel for cluster runs (Databricks ``python_wheel_task``).
 
 The wheel is an ordinary setuptools build of ``include/pyproject.toml``. Its version carries a
-hash of the shipped files (``0.1.0+src.<hash>``), so a changed job gets a new file name and
-clusters never run a stale cached wheel, while an unchanged job reuses the uploaded one.
+hash of the shipped files and of that pyproject.toml (``0.1.0+src.<hash>``), so a changed job or
+a changed dependency gets a new file name and clusters never run a stale cached wheel, while an
+unchanged job reuses the uploaded one.
 setuptools takes that version from :func:`version` (``[tool.setuptools.dynamic]``), so every
 build of the pyproject is versioned the same way. :func:`build_wheel` builds from a temporary
 copy that holds only the shipped files: the hash and the wheel cover the same files, and the
@@ -14,6 +15,7 @@ This module is also executed by setuptools at build time, so it imports nothing 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -64,15 +66,21 @@ def source_files() -> list[Path]:
 
 
 def source_hash() -> str:
-    """SHA-256 (first 12 hex digits) over the shipped files' relative paths and bytes.
+    """SHA-256 (first 12 hex digits) over the shipped files' relative paths and bytes and the
+    bytes of ``pyproject.toml`` (the declared dependencies).
 
-    The same on the build machine and in an installed wheel, which holds only these files.
+    An installed wheel has no ``pyproject.toml``: there it is the hash the wheel was built with,
+    read from its version.
     """
+    project = project_file()
+    if not project.is_file():
+        return importlib.metadata.version(PACKAGE).partition("+src.")[2]
     digest = hashlib.sha256()
     root = package_dir()
     for path in source_files():
         relative = path.relative_to(root).as_posix()
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(b"pyproject.toml\0" + project.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 

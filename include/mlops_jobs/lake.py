@@ -40,8 +40,10 @@ ROOT_ENV = "MLOPS_LAKE_ROOT"
 MOUNTS_ENV = "MLOPS_LAKE_MOUNTS"
 KEEP_ENV = "MLOPS_LAKE_KEEP_VERSIONS"
 STALE_ENV = "MLOPS_LAKE_STALE_SECONDS"
+RESULTS_KEEP_ENV = "MLOPS_LAKE_RESULTS_KEEP_DAYS"
 DEFAULT_KEEP_VERSIONS = 3
 DEFAULT_STALE_SECONDS = 6 * 3600
+DEFAULT_RESULTS_KEEP_DAYS = 7
 # Set by the Databricks runtime on every cluster node.
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
 VOLUMES = "/Volumes/"
@@ -445,6 +447,48 @@ def versions(box: Location) -> list[tuple[str, dt.datetime]]:
         if _VERSION.match(name):
             found.append((name, _version_time(name)))
     return sorted(found, key=lambda item: item[0])
+
+
+def expire(directory: Location, max_age: dt.timedelta | None = None) -> list[str]:
+    """Remove the files under ``directory`` last modified longer than ``max_age`` ago.
+
+    For small bookkeeping files outside boxes (job results), which matter only while their
+    task runs; boxes retire their versions through :func:`sweep`. A file system that cannot
+    tell modification times keeps everything.
+
+    :param max_age: Defaults to ``MLOPS_LAKE_RESULTS_KEEP_DAYS`` days (7).
+    :return: the paths of the removed files
+    """
+    if max_age is None:
+        days = _setting_int(RESULTS_KEEP_ENV, DEFAULT_RESULTS_KEEP_DAYS, minimum=1)
+        max_age = dt.timedelta(days=days)
+    cutoff = _now() - max_age
+    try:
+        files = directory.fs.find(directory.path)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for path in files:
+        try:
+            modified = directory.fs.modified(path)
+        except (NotImplementedError, FileNotFoundError):
+            continue
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=dt.UTC)
+        if modified < cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                directory.fs.rm_file(path)
+                removed.append(path)
+    if removed and _is_local(directory.fs):
+        # Object stores have no directories; local ones would be left behind empty.
+        for parent in sorted({posixpath.dirname(p) for p in removed}, key=len, reverse=True):
+            while parent.startswith(directory.path.rstrip("/") + "/"):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
+                parent = posixpath.dirname(parent)
+    return removed
 
 
 # -- helpers -------------------------------------------------------------------------------

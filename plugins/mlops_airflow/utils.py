@@ -130,10 +130,12 @@ MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"
 MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 
 
-def mlflow_run_url(experiment_id: str | None, run_id: str, base: str | None = None) -> str | None:
+def mlflow_run_url(
+    experiment_id: str | None, mlflow_run_id: str, base: str | None = None
+) -> str | None:
     """The MLflow UI's page of a run, when the UI's URL is configured (``base``, the Variable
     ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``), else None."""
     base = base or setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
     if not base or not experiment_id:
         return None
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"

@@ -75,7 +75,7 @@ def test_churn_lifecycle_runs_end_to_end(
     assert candidate_run.data.tags["features.content_hash"] == features["content_hash"]
     assert "test_roc_auc" in candidate_run.data.metrics  # evaluated on the frozen test split
     assert version.tags["validation_status"] in ("passed", "overridden")
-    assert "validation.baseline_run_id" in version.tags
+    assert "validation.baseline_mlflow_run_id" in version.tags
     assert registry.alias_version("churn", "champion") == str(version.version)
 
     scoring = dagbag.dags["churn_batch_scoring"]

@@ -41,7 +41,7 @@ class EvaluateRequest:
     registered_model: str = tracking.REGISTERED_MODEL
     thresholds: dict[str, Any] = field(default_factory=dict)
     dag_id: str = "adhoc"
-    run_id: str = "adhoc"
+    dag_run_id: str = "adhoc"
     task_id: str = "evaluate_model"
     map_index: int = -1
     try_number: int = 1
@@ -130,7 +130,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     mlflow.set_experiment(experiment_id=client.get_run(str(candidate.run_id)).info.experiment_id)
     lineage = {
         **tracking.instance_tags(
-            request.dag_id, request.run_id, request.task_id, request.map_index
+            request.dag_id, request.dag_run_id, request.task_id, request.map_index
         ),
         tracking.TRY_TAG: str(request.try_number),
         "features.uri": features.uri,
@@ -159,7 +159,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     try:
         result["candidate"] = {
             "version": str(candidate.version),
-            "run_id": candidate.run_id,
+            "mlflow_run_id": candidate.run_id,
             "metrics": mlflow_evaluate(
                 labels, probabilities["candidate"], threshold, prefix="test_"
             ),
@@ -167,7 +167,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         if champion is not None:
             result["champion"] = {
                 "version": str(champion.version),
-                "run_id": champion.run_id,
+                "mlflow_run_id": champion.run_id,
                 "metrics": mlflow_evaluate(
                     labels, probabilities["champion"], threshold, prefix="champion_test_"
                 ),
@@ -176,7 +176,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
             result["champion"] = None
         result["baseline"] = {
             "version": None,
-            "run_id": baseline_run,
+            "mlflow_run_id": baseline_run,
             "metrics": mlflow_evaluate(
                 labels, probabilities["baseline"], threshold, prefix="baseline_test_"
             ),
@@ -207,7 +207,7 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
                 "evaluation.champion_version": result["champion"]["version"]
                 if result["champion"]
                 else "none",
-                "evaluation.baseline_run_id": baseline_run,
+                "evaluation.baseline_mlflow_run_id": baseline_run,
             }
         )
     finally:

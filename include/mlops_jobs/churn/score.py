@@ -183,7 +183,7 @@ def _score(
                         "name": name,
                         "alias": request.alias,
                         "version": version_text,
-                        "run_id": version.run_id,
+                        "mlflow_run_id": version.run_id,
                     },
                     "threshold": threshold,
                     "rows": rows,

@@ -28,7 +28,7 @@ class TrainRequest:
     workers: int = 2
     overrides: dict[str, Any] | None = None
     dag_id: str = "adhoc"
-    run_id: str = "adhoc"
+    dag_run_id: str = "adhoc"
     task_id: str = "train_model"
     map_index: int = -1
     try_number: int = 1
@@ -37,7 +37,7 @@ class TrainRequest:
 
 
 def run(request: TrainRequest) -> dict[str, Any]:
-    """Train, register and return ``{run_id, model_name, model_version, metrics}``."""
+    """Train, register and return ``{mlflow_run_id, model_name, model_version, metrics}``."""
     import mlflow
 
     from mlops_jobs.distribution import version as code_version
@@ -47,7 +47,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
     features = FeatureSet.open(request.features)
     client = mlflow.MlflowClient()
     instance = tracking.instance_tags(
-        request.dag_id, request.run_id, request.task_id, request.map_index
+        request.dag_id, request.dag_run_id, request.task_id, request.map_index
     )
     existing = tracking.find_registered_version(client, request.registered_model, instance)
     if existing is not None:
@@ -86,9 +86,11 @@ def run(request: TrainRequest) -> dict[str, Any]:
     }
     # A run created through the client stays RUNNING until set_terminated: it must not look
     # FINISHED while the workers are still training.
-    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    mlflow_run_id = client.create_run(experiment_id, tags=tags).info.run_id
     params = {**config.as_params(), "workers": request.workers, "ds": features.manifest.get("ds")}
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+    client.log_batch(
+        mlflow_run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()]
+    )
     spec = WorkerSpec(
         module="mlops_jobs.churn.train_worker",
         arguments=(
@@ -97,7 +99,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
             "--config",
             json.dumps({**(request.overrides or {})}),
             "--mlflow-run-id",
-            run_id,
+            mlflow_run_id,
             "--collective-timeout",
             str(request.timeout_seconds),
         ),
@@ -109,27 +111,27 @@ def run(request: TrainRequest) -> dict[str, Any]:
         results = launch(spark, request.workers, spec)
         digests = {r["worker"]: r["weights_digest"] for r in results}
         for worker, digest in digests.items():
-            client.set_tag(run_id, f"worker.{worker}.weights_digest", digest)
+            client.set_tag(mlflow_run_id, f"worker.{worker}.weights_digest", digest)
         if len(set(digests.values())) != 1:
             raise LaunchError(f"workers ended with different weights: {digests}")
         chief = results[0]
-        client.log_metric(run_id, "launch_seconds", chief["launch_seconds"])
+        client.log_metric(mlflow_run_id, "launch_seconds", chief["launch_seconds"])
         model_version = mlflow.register_model(
-            f"runs:/{run_id}/model",
+            f"runs:/{mlflow_run_id}/model",
             request.registered_model,
             tags={**instance, tracking.TRY_TAG: str(request.try_number), "role": "candidate"},
         )
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        client.set_terminated(mlflow_run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(mlflow_run_id, "FINISHED")
     return _result(client, model_version)
 
 
 def _result(client: Any, model_version: Any) -> dict[str, Any]:
     run = client.get_run(model_version.run_id)
     return {
-        "run_id": model_version.run_id,
+        "mlflow_run_id": model_version.run_id,
         "experiment_id": run.info.experiment_id,
         "model_name": model_version.name,
         "model_version": str(model_version.version),

@@ -172,7 +172,7 @@ class _EpochTimer:
         return EpochTimer()
 
 
-def _mlflow_epoch_logger(run_id: str) -> Any:
+def _mlflow_epoch_logger(mlflow_run_id: str) -> Any:
     import mlflow
     import tf_keras as keras
 
@@ -185,13 +185,13 @@ def _mlflow_epoch_logger(run_id: str) -> Any:
                 mlflow.entities.Metric(key, float(value), timestamp, epoch)
                 for key, value in (logs or {}).items()
             ]
-            client.log_batch(run_id, metrics=metrics)
+            client.log_batch(mlflow_run_id, metrics=metrics)
 
     return EpochLogger()
 
 
 def _log_model(
-    run_id: str,
+    mlflow_run_id: str,
     model: Any,
     features: Any,
     metrics: dict[str, float],
@@ -204,7 +204,7 @@ def _log_model(
 
     # The driver ends the run once the model is registered: leaving this block must not mark
     # it FINISHED (the context manager would), so the run is left RUNNING explicitly.
-    mlflow.start_run(run_id=run_id)
+    mlflow.start_run(run_id=mlflow_run_id)
     try:
         mlflow.log_metrics(metrics)
         mlflow.log_metrics(

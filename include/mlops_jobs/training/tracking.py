@@ -6,9 +6,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 REGISTERED_MODEL = "churn"
-LIBRARIES = ("tensorflow-cpu", "tf-keras", "mlflow", "pyspark", "numpy", "pandas", "scikit-learn")
+LIBRARIES = ("tensorflow", "tf-keras", "mlflow", "pyspark", "numpy", "pandas", "scikit-learn")
 #: Tags that identify one Airflow task instance, whatever its try.
-INSTANCE_TAGS = ("airflow.dag_id", "airflow.run_id", "airflow.task_id", "airflow.map_index")
+INSTANCE_TAGS = ("airflow.dag_id", "airflow.dag_run_id", "airflow.task_id", "airflow.map_index")
 TRY_TAG = "airflow.try_number"
 
 
@@ -27,14 +27,16 @@ def pip_requirements() -> list[str]:
     versions = library_versions()
     return [
         f"{name}=={versions[name]}"
-        for name in ("tensorflow-cpu", "tf-keras", "numpy")
+        for name in ("tensorflow", "tf-keras", "numpy")
         if name in versions
     ]
 
 
-def instance_tags(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str]:
+def instance_tags(
+    dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1
+) -> dict[str, str]:
     """Tags that identify the Airflow task instance (every try of it) that produced something."""
-    return dict(zip(INSTANCE_TAGS, (dag_id, run_id, task_id, str(map_index)), strict=True))
+    return dict(zip(INSTANCE_TAGS, (dag_id, dag_run_id, task_id, str(map_index)), strict=True))
 
 
 def find_registered_version(client: Any, name: str, tags: dict[str, str]) -> Any | None:

@@ -168,8 +168,8 @@ class MlflowRegistryHook(BaseHook):
         combined = f"{current}\n\n{text}".strip() if current else text
         self.client.update_model_version(name, str(version), description=combined)
 
-    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+    def log_text(self, mlflow_run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(mlflow_run_id, text, artifact_file)
 
     @contextlib.contextmanager
     def alias_lock(self, name: str) -> Iterator[None]:

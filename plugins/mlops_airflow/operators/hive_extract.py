@@ -212,7 +212,7 @@ def _producer(context: Context) -> dict[str, Any]:
     ti = context.get("ti")
     return {
         "dag_id": getattr(ti, "dag_id", None),
-        "run_id": getattr(ti, "run_id", None),
+        "dag_run_id": getattr(ti, "run_id", None),
         "task_id": getattr(ti, "task_id", None),
         "try_number": getattr(ti, "try_number", None),
     }

@@ -35,11 +35,11 @@ class _RegistryMixin:
         return MlflowRegistryHook(self.mlflow_conn_id)
 
 
-def run_link(experiment_id: str | None, run_id: str | None) -> str:
+def run_link(experiment_id: str | None, mlflow_run_id: str | None) -> str:
     """A link to an MLflow run: the UI when its URL is configured, else ``runs:/<id>``."""
-    if not run_id:
+    if not mlflow_run_id:
         return "-"
-    return mlflow_run_url(experiment_id, run_id) or f"runs:/{run_id}"
+    return mlflow_run_url(experiment_id, mlflow_run_id) or f"runs:/{mlflow_run_id}"
 
 
 def _now() -> str:
@@ -155,7 +155,7 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
                 "validation.champion_version": champion["version"] if champion else "none",
                 "validation.champion": figure(champion),
                 "validation.baseline": figure(evaluation["baseline"]),
-                "validation.baseline_run_id": evaluation["baseline"]["run_id"],
+                "validation.baseline_mlflow_run_id": evaluation["baseline"]["mlflow_run_id"],
                 "validation.checks": ", ".join(
                     f"{c.name}={'passed' if c.passed else 'failed'}" for c in decision.checks
                 ),
@@ -163,16 +163,16 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
             },
         )
         self.registry.log_text(
-            candidate["run_id"],
+            candidate["mlflow_run_id"],
             f"# Promotion gate for {name} version {version}\n\n{table}\n",
             "evaluation/decision.md",
         )
         record = {
             "model_name": name,
             "candidate_version": version,
-            "candidate_run_id": candidate["run_id"],
+            "candidate_mlflow_run_id": candidate["mlflow_run_id"],
             "champion_version": champion["version"] if champion else None,
-            "baseline_run_id": evaluation["baseline"]["run_id"],
+            "baseline_mlflow_run_id": evaluation["baseline"]["mlflow_run_id"],
             **decision.as_dict(),
             "failed_checks": [f"{c.name}: {c.detail}" for c in decision.failed],
             "forced": force and not decision.passed,
@@ -315,7 +315,7 @@ class PromoteModelOperator(_DecisionOperator):
             tags["approval.by"] = response["by"]
             tags["approval.at"] = response["at"]
         self.registry.set_version_tags(name, version, tags)
-        candidate_run = self.registry.client.get_run(decision["candidate_run_id"])
+        candidate_run = self.registry.client.get_run(decision["candidate_mlflow_run_id"])
         experiment = candidate_run.info.experiment_id
         headline = (
             f"**Promoted to @champion** {tags['promotion.at']} by `{tags['promotion.dag_run']}`"
@@ -333,8 +333,8 @@ class PromoteModelOperator(_DecisionOperator):
                     "",
                     decision["table"],
                     "",
-                    f"Candidate run: {run_link(experiment, decision['candidate_run_id'])}; "
-                    f"baseline run: {run_link(experiment, decision['baseline_run_id'])}",
+                    f"Candidate run: {run_link(experiment, decision['candidate_mlflow_run_id'])}; "
+                    f"baseline run: {run_link(experiment, decision['baseline_mlflow_run_id'])}",
                 ]
             ),
         )

@@ -232,7 +232,22 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             result = json.loads(lake.locate(uri).read_text())
         except FileNotFoundError:
             raise SparkJobError(f"job {self.job!r} wrote no result to {uri}") from None
+        if not self.result_uri:
+            self.expire_results(context)
         return self.process_result(context, result)
+
+    def expire_results(self, context: Context) -> None:
+        """Remove this DAG's old job results (``MLOPS_LAKE_RESULTS_KEEP_DAYS``); best effort."""
+        from mlops_jobs import lake
+
+        directory = lake.join(resolve_lake_root(), "_results", context["ti"].dag_id)
+        try:
+            removed = lake.expire(lake.locate(directory))
+        except Exception as err:  # housekeeping must not fail the task that did the work
+            self.log.warning("Could not expire old job results under %s: %s", directory, err)
+            return
+        if removed:
+            self.log.info("Removed %d expired job results under %s", len(removed), directory)
 
     def process_result(self, context: Context, result: Any) -> Any:
         """Check or act on the job's result before the task returns it (on every path: local,
@@ -507,7 +522,7 @@ def instance_arguments(context: Context) -> list[str]:
     ti = context["ti"]
     return [
         "--dag-id", str(ti.dag_id),
-        "--run-id", str(ti.run_id),
+        "--dag-run-id", str(ti.run_id),
         "--task-id", str(ti.task_id),
         "--map-index", str(getattr(ti, "map_index", -1)),
         "--try-number", str(ti.try_number),

@@ -35,7 +35,7 @@ class TrainModelOperator(SparkJobOperator):
     the configured compute backend, and register it in MLflow as a candidate.
 
     The Airflow ids of the task try are passed to the job, which tags the run and version with
-    them and registers nothing twice for the same try. Returns ``{run_id, experiment_id,
+    them and registers nothing twice for the same try. Returns ``{mlflow_run_id, experiment_id,
     model_name, model_version, metrics}``; pushes ``mlflow_run_url`` for the "MLflow run" link.
 
     :param features: URI of the feature set. (templated)
@@ -98,14 +98,14 @@ class TrainModelOperator(SparkJobOperator):
     def process_result(self, context: Context, result: Any) -> Any:
         if not isinstance(result, dict) or "model_version" not in result:
             raise InvalidParameterError(f"training job returned no model version: {result!r}")
-        url = mlflow_run_url(result["experiment_id"], result["run_id"], self.mlflow_ui_url)
+        url = mlflow_run_url(result["experiment_id"], result["mlflow_run_id"], self.mlflow_ui_url)
         if url:
             context["ti"].xcom_push(key=XCOM_MLFLOW_RUN_URL, value=url)
         self.log.info(
             "Registered %s version %s (run %s): %s",
             result["model_name"],
             result["model_version"],
-            result["run_id"],
+            result["mlflow_run_id"],
             result.get("metrics"),
         )
         return result

@@ -131,6 +131,13 @@ def test_changed_source_gives_a_new_name(package_copy: Path, tmp_path: Path) -> 
     assert metadata(second)["Version"] == version()
 
 
+def test_changed_dependencies_give_a_new_name(package_copy: Path) -> None:
+    before = wheel_name()
+    project = package_copy.parent / "pyproject.toml"
+    project.write_text(project.read_text().replace('"numpy>=1.26"', '"numpy>=2.0"'))
+    assert wheel_name() != before
+
+
 def test_only_shipped_files_count_and_package_data_is_shipped(
     package_copy: Path, tmp_path: Path
 ) -> None:

@@ -154,6 +154,29 @@ def test_fresh_drafts_of_a_concurrent_writer_are_not_swept(root: str) -> None:
     assert payload(box) == "in progress"
 
 
+def test_old_job_results_expire_and_fresh_ones_stay(
+    root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = lake.locate(lake.join(root, "_results", "churn_training"))
+    old = results.child("ds=2026-02-01", "train_model", "a.json")
+    fresh = results.child("ds=2026-03-01", "train_model", "b.json")
+    old.write_text("{}")
+    fresh.write_text("{}")
+    # Three days on, both are younger than the default seven days; with two, both are older.
+    later = lake._now() + dt.timedelta(days=3)
+    monkeypatch.setattr(lake, "_now", lambda: later)
+    assert lake.expire(results) == []  # younger than the default seven days
+    monkeypatch.setenv(lake.RESULTS_KEEP_ENV, "2")
+    assert set(lake.expire(results)) == {old.path, fresh.path}
+    assert not old.exists() and not fresh.exists()
+    if root.startswith("/"):
+        assert list(Path(results.path).iterdir()) == []  # no empty directories left behind
+    assert lake.expire(lake.locate(lake.join(root, "_results", "no_such_dag"))) == []
+    monkeypatch.setenv(lake.RESULTS_KEEP_ENV, "0")
+    with pytest.raises(lake.LakeError, match="MLOPS_LAKE_RESULTS_KEEP_DAYS must be at least 1"):
+        lake.expire(results)
+
+
 @pytest.mark.parametrize(
     ("parts", "fault"),
     [

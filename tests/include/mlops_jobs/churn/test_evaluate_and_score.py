@@ -136,7 +136,7 @@ def test_evaluation_compares_candidate_champion_and_baseline(
             candidate_version=models["trained"],
             registered_model=models["name"],
             dag_id="churn_training",
-            run_id="manual__eval",
+            dag_run_id="manual__eval",
         )
     )
     assert result["candidate"]["version"] == models["trained"]
@@ -166,7 +166,7 @@ def test_evaluation_compares_candidate_champion_and_baseline(
     assert set(segments["model"]) == {"candidate", "champion", "baseline"}
     assert segments.groupby("segment")["rows"].sum().eq(3 * len(test)).all()
 
-    candidate_run = client.get_run(result["candidate"]["run_id"])
+    candidate_run = client.get_run(result["candidate"]["mlflow_run_id"])
     assert candidate_run.data.metrics["test_roc_auc"] == pytest.approx(
         result["candidate"]["metrics"]["roc_auc"]
     )
@@ -177,9 +177,9 @@ def test_evaluation_compares_candidate_champion_and_baseline(
         for f in ("roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png",
                   "segments.csv", "summary.md", "evaluation.json")
     }  # fmt: skip
-    baseline = client.get_run(result["baseline"]["run_id"])
+    baseline = client.get_run(result["baseline"]["mlflow_run_id"])
     assert baseline.data.tags["role"] == "baseline"
-    assert baseline.data.tags["airflow.run_id"] == "manual__eval"
+    assert baseline.data.tags["airflow.dag_run_id"] == "manual__eval"
     assert baseline.data.metrics["test_roc_auc"] == pytest.approx(
         result["baseline"]["metrics"]["roc_auc"]
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -280,6 +281,20 @@ def test_successful_run_returns_the_job_result(
     assert run_to_completion(operator(backend="databricks", deferrable=deferrable), FakeTI()) == (
         VERSION
     )
+
+
+def test_results_of_long_finished_runs_expire(
+    emulator: DatabricksEmulator, lake_root: Path
+) -> None:
+    old = lake_root / "_results" / "churn_training" / "ds=2026-01-01" / "train_model" / "x.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(old, (eight_days_ago, eight_days_ago))
+    op = operator(backend="databricks")
+    assert run_to_completion(op, FakeTI()) == VERSION
+    assert not old.exists() and not old.parent.exists()
+    assert Path(lake.locate(op.result_location(context())).path).exists()
 
 
 def test_on_kill_cancels_the_databricks_run(emulator: DatabricksEmulator) -> None:

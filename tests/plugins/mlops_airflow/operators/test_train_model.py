@@ -85,10 +85,10 @@ def test_two_workers_train_in_sync_and_register_a_candidate(
     assert mlflow_client.get_run(stale.info.run_id).info.status == "FAILED"
     version = mlflow_client.get_model_version("churn", result["model_version"])
     assert version.tags["role"] == "candidate"
-    assert version.tags["airflow.run_id"] == "manual__sync"
+    assert version.tags["airflow.dag_run_id"] == "manual__sync"
     assert version.tags["airflow.try_number"] == "2"
     assert version.tags["airflow.map_index"] == "-1"
-    run = mlflow_client.get_run(result["run_id"])
+    run = mlflow_client.get_run(result["mlflow_run_id"])
     digests = {v for k, v in run.data.tags.items() if k.endswith(".weights_digest")}
     assert len([k for k in run.data.tags if k.endswith(".weights_digest")]) == 2
     assert len(digests) == 1  # both workers ended with identical weights
@@ -118,7 +118,7 @@ def test_two_workers_train_in_sync_and_register_a_candidate(
     tagged = [
         v
         for v in mlflow_client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.run_id") == "manual__sync"
+        if v.tags.get("airflow.dag_run_id") == "manual__sync"
     ]
     assert len(tagged) == 1
 
@@ -130,7 +130,7 @@ def test_one_and_two_workers_reach_comparable_auc(
     two_runs = [
         v
         for v in mlflow_client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.run_id") == "manual__sync"
+        if v.tags.get("airflow.dag_run_id") == "manual__sync"
     ]
     if two_runs:
         two = mlflow_client.get_run(two_runs[0].run_id).data.metrics["valid_auc"]
@@ -196,11 +196,11 @@ def test_killed_worker_fails_the_stage_in_bounded_time_and_registers_nothing(
     assert not [
         v
         for v in mlflow_client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.run_id") == "manual__kill"
+        if v.tags.get("airflow.dag_run_id") == "manual__kill"
     ]
     runs = mlflow_client.search_runs(
         [mlflow_client.get_experiment_by_name("churn").experiment_id],
-        "tags.`airflow.run_id` = 'manual__kill'",
+        "tags.`airflow.dag_run_id` = 'manual__kill'",
     )
     assert [r.info.status for r in runs] == ["FAILED"]
     # The surviving worker dies with its Spark task (PR_SET_PDEATHSIG); allow for teardown.
@@ -224,11 +224,11 @@ def test_databricks_backend_trains_through_the_emulator(
             mlflow_ui_url="http://mlflow.example",
         )
     version = mlflow_client.get_model_version("churn", result["model_version"])
-    assert version.tags["airflow.run_id"] == "manual__databricks"
+    assert version.tags["airflow.dag_run_id"] == "manual__databricks"
     run = emulator.runs[ti.xcom["run_id"]]
     assert run.request["tasks"][0]["python_wheel_task"]["parameters"][2] == "churn-train"
     assert ti.xcom["mlflow_run_url"] == (
-        f"http://mlflow.example/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+        f"http://mlflow.example/#/experiments/{result['experiment_id']}/runs/{result['mlflow_run_id']}"
     )
 
 
