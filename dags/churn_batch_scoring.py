@@ -32,7 +32,7 @@ from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
-from mlops_airflow.utils import lake_uri, run_ds
+from mlops_airflow.utils import lake_uri, resolve_model_name, run_ds
 from mlops_jobs.churn.tables import (
     CHURN_PREDICTIONS as PREDICTIONS_TABLE,
 )
@@ -54,7 +54,11 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["churn", "ml", "scoring"],
-    user_defined_macros={"lake_uri": lake_uri, "run_ds": run_ds},
+    user_defined_macros={
+        "lake_uri": lake_uri,
+        "run_ds": run_ds,
+        "model_name": resolve_model_name,
+    },
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
     params={
         "ds": Param(
@@ -106,6 +110,8 @@ with DAG(
             "{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
             "--output",
             f"{{{{ lake_uri('churn', 'predictions', 'ds=' ~ {DS}) }}}}",
+            "--model-name",
+            "{{ model_name() }}",
         ],
     )
     load_predictions = HivePartitionLoadOperator(

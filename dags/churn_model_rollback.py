@@ -51,7 +51,6 @@ with DAG(
 ) as dag:
     RollbackModelOperator(
         task_id="rollback_champion",
-        model_name="churn",
         version="{{ params.version }}",
         reason="{{ params.reason }}",
         pool=REGISTRY_POOL,

@@ -64,6 +64,7 @@ def churn_train(args: argparse.Namespace) -> int:
                 features=args.features,
                 workers=args.workers,
                 overrides=overrides,
+                registered_model=args.model_name,
                 timeout_seconds=args.timeout_seconds,
                 **instance_fields(args),
             )
@@ -161,6 +162,24 @@ def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> Non
     parser.add_argument("--try-number", type=int, default=1)
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model-name``: the registered model, checked before any work (a bad name exits 2)."""
+    from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+
+    def model_name(value: str) -> str:
+        try:
+            return check_model_name(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parser.add_argument(
+        "--model-name",
+        type=model_name,
+        default=REGISTERED_MODEL,
+        help="registered model: name, or catalog.schema.name in a Unity Catalog registry",
+    )
+
+
 def instance_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The task instance's ids from ``add_instance_arguments``, as request fields."""
     return {
@@ -197,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--features", required=True, help="URI of the feature set")
     train.add_argument("--workers", type=int, default=2)
     train.add_argument("--params", default="{}", help="training parameter overrides (JSON)")
+    add_model_argument(train)
     add_instance_arguments(train, "train_model")
     train.add_argument("--timeout-seconds", type=float, default=1800.0)
     train.set_defaults(handler=churn_train)
@@ -205,14 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--features", required=True, help="URI of the feature set")
     evaluate.add_argument("--candidate-version", required=True)
-    evaluate.add_argument("--model-name", default="churn")
+    add_model_argument(evaluate)
     evaluate.add_argument("--thresholds", default="{}", help="promotion config overrides (JSON)")
     add_instance_arguments(evaluate, "evaluate_model")
     evaluate.set_defaults(handler=churn_evaluate)
     score = jobs.add_parser("churn-score", help="score inference features with the champion")
     score.add_argument("--features", required=True, help="URI of the inference features")
     score.add_argument("--output", required=True, help="URI of the predictions to publish")
-    score.add_argument("--model-name", default="churn")
+    add_model_argument(score)
     score.add_argument("--alias", default="champion")
     score.add_argument("--threshold", type=float, default=None, help="default: promotion config")
     score.set_defaults(handler=churn_score)

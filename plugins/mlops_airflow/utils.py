@@ -31,6 +31,23 @@ def setting(variable: str, env: str, default: str | None = None) -> str | None:
     return Variable.get(variable, default=None) or os.environ.get(env) or default
 
 
+MODEL_NAME_VARIABLE = "mlops_model_name"
+MODEL_NAME_ENV = "MLOPS_MODEL_NAME"
+
+
+def resolve_model_name(explicit: object = None) -> str:
+    """The registered model: ``explicit``, else the Variable ``mlops_model_name``, else
+    ``MLOPS_MODEL_NAME``, else ``churn``; ``catalog.schema.model`` in a Unity Catalog registry.
+    An invalid name is an error naming it."""
+    from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+
+    name = str(explicit or setting(MODEL_NAME_VARIABLE, MODEL_NAME_ENV, REGISTERED_MODEL))
+    try:
+        return check_model_name(name)
+    except ValueError as err:
+        raise InvalidParameterError(f"model_name: {err}") from None
+
+
 def positive_int(value: object, name: str) -> int:
     """``value`` as an int >= 1, or an error naming the parameter."""
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.operators.evaluate_model import EvaluateModelOperator
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
@@ -196,6 +197,27 @@ def test_feature_arguments_render_from_the_snapshot_and_lake_root(
         "--output",
         f"file://{tmp_path}/churn/features/ds=2026-03-01",
     ]
+
+
+def test_the_registered_model_is_a_deployment_setting(
+    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag = dagbag.dags["churn_batch_scoring"]
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "main.ml.churn")
+    score = copy.deepcopy(dag.get_task("score"))
+
+    class TI:
+        def xcom_pull(self, task_ids: str) -> dict[str, str]:
+            return {"output": f"file:///lake/{task_ids}"}
+
+    context = {"ds": "2026-03-01", "params": {"ds": "2026-03-01"}, "dag_run": None, "ti": TI()}
+    score.render_template_fields({**context, **dag.user_defined_macros})  # type: ignore[arg-type]
+    assert score.arguments[-2:] == ["--model-name", "main.ml.churn"]
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "main.churn")
+    with pytest.raises(InvalidParameterError, match=r"invalid registered model name 'main\.churn'"):
+        copy.deepcopy(dag.get_task("score")).render_template_fields(
+            {**context, **dag.user_defined_macros}  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))

@@ -49,16 +49,6 @@ def run(request: TrainRequest) -> dict[str, Any]:
     instance = tracking.instance_tags(
         request.dag_id, request.dag_run_id, request.task_id, request.map_index
     )
-    existing = tracking.find_registered_version(client, request.registered_model, instance)
-    if existing is not None:
-        print(
-            f"version {existing.version} of {request.registered_model} was registered by this "
-            "task instance already (an earlier try); nothing new is registered"
-        )
-        if client.get_run(existing.run_id).info.status == "RUNNING":
-            client.set_terminated(existing.run_id, "FINISHED")
-        return _result(client, existing)
-
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         # Artifacts go where configured, not into the working directory of whichever process
@@ -68,7 +58,19 @@ def run(request: TrainRequest) -> dict[str, Any]:
         experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    for stale in tracking.find_runs(client, experiment_id, {**instance, "role": "training"}):
+    earlier = tracking.find_runs(client, experiment_id, {**instance, "role": "training"})
+    existing = tracking.find_registered_version(
+        client, request.registered_model, [r.info.run_id for r in earlier]
+    )
+    if existing is not None:
+        print(
+            f"version {existing.version} of {request.registered_model} was registered by this "
+            "task instance already (an earlier try); nothing new is registered"
+        )
+        if client.get_run(existing.run_id).info.status == "RUNNING":
+            client.set_terminated(existing.run_id, "FINISHED")
+        return _result(client, existing)
+    for stale in earlier:
         if stale.info.status == "RUNNING":
             print(f"marking run {stale.info.run_id} of an earlier try FAILED (it never finished)")
             client.set_terminated(stale.info.run_id, "FAILED")

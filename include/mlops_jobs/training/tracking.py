@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 REGISTERED_MODEL = "churn"
+# A workspace registry's model name, or Unity Catalog's three-level ``catalog.schema.model``.
+_WORKSPACE_MODEL = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_UNITY_CATALOG_MODEL = re.compile(r"^[A-Za-z0-9_]{1,255}(\.[A-Za-z0-9_]{1,255}){2}$")
 LIBRARIES = ("tensorflow", "tf-keras", "mlflow", "pyspark", "numpy", "pandas", "scikit-learn")
 #: Tags that identify one Airflow task instance, whatever its try.
 INSTANCE_TAGS = ("airflow.dag_id", "airflow.dag_run_id", "airflow.task_id", "airflow.map_index")
@@ -39,18 +43,30 @@ def instance_tags(
     return dict(zip(INSTANCE_TAGS, (dag_id, dag_run_id, task_id, str(map_index)), strict=True))
 
 
-def find_registered_version(client: Any, name: str, tags: dict[str, str]) -> Any | None:
-    """The version of ``name`` whose tags include all of ``tags``, if any (the oldest)."""
-    from mlflow.exceptions import MlflowException
+def check_model_name(name: str) -> str:
+    """``name`` when it is a registered model name (``churn``, or ``catalog.schema.churn`` in a
+    Unity Catalog registry), else a ``ValueError`` naming it."""
+    if _WORKSPACE_MODEL.match(name) or _UNITY_CATALOG_MODEL.match(name):
+        return name
+    raise ValueError(
+        f"invalid registered model name {name!r}: expected letters, digits, '_' or '-' "
+        "(workspace registry), or catalog.schema.model of letters, digits and '_' (Unity Catalog)"
+    )
 
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    matches = [v for v in versions if all(v.tags.get(k) == val for k, val in tags.items())]
-    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+def find_registered_version(client: Any, name: str, mlflow_run_ids: list[str]) -> Any | None:
+    """The oldest version of ``name`` registered from one of the runs, if any.
+
+    Searches by run, the one filter both the workspace and the Unity Catalog registry
+    support (Unity Catalog's search results carry no tags).
+    """
+    found = [
+        v
+        for mlflow_run_id in mlflow_run_ids
+        for v in client.search_model_versions(f"run_id = '{mlflow_run_id}'")
+        if v.name == name
+    ]
+    return min(found, key=lambda v: int(v.version)) if found else None
 
 
 def find_runs(client: Any, experiment_id: str, tags: dict[str, str]) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.operators.spark_job import SparkJobOperator, instance_arguments
-from mlops_airflow.utils import json_mapping
+from mlops_airflow.utils import json_mapping, resolve_model_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,7 +26,7 @@ class EvaluateModelOperator(SparkJobOperator):
 
     :param features: URI of the feature set. (templated)
     :param candidate_version: Registered version to evaluate. (templated)
-    :param model_name: Registered model. (templated)
+    :param model_name: Registered model; default as ``TrainModelOperator``'s. (templated)
     :param thresholds: Overrides of ``promotion_config.json`` (operating threshold, segments).
         (templated)
     """
@@ -44,7 +44,7 @@ class EvaluateModelOperator(SparkJobOperator):
         *,
         features: str,
         candidate_version: str | int,
-        model_name: str = "churn",
+        model_name: str | None = None,
         thresholds: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -60,7 +60,7 @@ class EvaluateModelOperator(SparkJobOperator):
             *super().job_arguments(context),
             "--features", str(self.features),
             "--candidate-version", str(self.candidate_version),
-            "--model-name", str(self.model_name),
+            "--model-name", resolve_model_name(self.model_name),
             "--thresholds", json.dumps(json_mapping(self.thresholds, "thresholds")),
             *instance_arguments(context),
         ]  # fmt: skip

@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.mlflow_registry import PREVIOUS, MlflowRegistryHook
-from mlops_airflow.utils import as_bool, json_mapping, mlflow_run_url
+from mlops_airflow.utils import as_bool, json_mapping, mlflow_run_url, resolve_model_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -384,7 +384,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
     compare-and-set as a promotion; the replaced champion becomes ``@previous``. Who and why go
     into both versions' tags. Run it in the ``mlflow_registry`` pool.
 
-    :param model_name: Registered model. (templated)
+    :param model_name: Registered model; default as ``TrainModelOperator``'s. (templated)
     :param version: Version number, or ``previous`` for ``@previous``. (templated)
     :param reason: Why (required). (templated)
     :param mlflow_conn_id: Airflow connection to MLflow.
@@ -396,7 +396,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
         self,
         *,
         reason: str,
-        model_name: str = "churn",
+        model_name: str | None = None,
         version: str | int = PREVIOUS,
         mlflow_conn_id: str = MlflowRegistryHook.default_conn_name,
         **kwargs: Any,
@@ -408,7 +408,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = str(self.model_name)
+        name = resolve_model_name(self.model_name)
         reason = str(self.reason or "").strip()
         if not reason:
             raise InvalidParameterError("reason is required for a rollback")

@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperatorLink
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.operators.spark_job import SparkJobOperator, instance_arguments
-from mlops_airflow.utils import json_mapping, mlflow_run_url, positive_int
+from mlops_airflow.utils import json_mapping, mlflow_run_url, positive_int, resolve_model_name
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -41,6 +41,9 @@ class TrainModelOperator(SparkJobOperator):
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
     :param train_params: Training parameter overrides (see ``train_config.json``). (templated)
+    :param model_name: Registered model; default the Variable ``mlops_model_name``, else
+        ``MLOPS_MODEL_NAME``, else ``churn`` (``catalog.schema.model`` in Unity Catalog).
+        (templated)
     :param worker_timeout_seconds: Bound on each worker; a hung or dead worker fails the stage.
         (templated)
     :param mlflow_ui_url: Base URL of the MLflow UI for the link; default Variable
@@ -52,6 +55,7 @@ class TrainModelOperator(SparkJobOperator):
         "features",
         "workers",
         "train_params",
+        "model_name",
         "worker_timeout_seconds",
     )
     operator_extra_links: tuple[BaseOperatorLink, ...] = (  # type: ignore[assignment]
@@ -65,6 +69,7 @@ class TrainModelOperator(SparkJobOperator):
         features: str,
         workers: int | str = 2,
         train_params: Mapping[str, Any] | str | None = None,
+        model_name: str | None = None,
         worker_timeout_seconds: int | str = 1800,
         mlflow_ui_url: str | None = None,
         **kwargs: Any,
@@ -75,6 +80,7 @@ class TrainModelOperator(SparkJobOperator):
         self.features = features
         self.workers = workers
         self.train_params = train_params
+        self.model_name = model_name
         self.worker_timeout_seconds = worker_timeout_seconds
         self.mlflow_ui_url = mlflow_ui_url
 
@@ -85,6 +91,7 @@ class TrainModelOperator(SparkJobOperator):
             "--features", str(self.features),
             "--workers", str(positive_int(self.workers, "workers")),
             "--params", json.dumps(overrides),
+            "--model-name", resolve_model_name(self.model_name),
             "--timeout-seconds",
             str(positive_int(self.worker_timeout_seconds, "worker_timeout_seconds")),
             *instance_arguments(context),

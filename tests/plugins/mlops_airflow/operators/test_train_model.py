@@ -237,6 +237,8 @@ def test_bad_training_parameters_are_named(training_features: str) -> None:
         train(training_features, FakeTI(run_id="manual__bad"), train_params={"epochz": 3})
     with pytest.raises(InvalidParameterError, match="workers must be at least 1"):
         train(training_features, FakeTI(run_id="manual__bad"), workers=0)
+    with pytest.raises(InvalidParameterError, match=r"invalid registered model name 'main\.churn'"):
+        train(training_features, FakeTI(run_id="manual__bad"), model_name="main.churn")
 
 
 @pytest.fixture(autouse=True)

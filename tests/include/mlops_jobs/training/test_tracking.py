@@ -1,0 +1,52 @@
+"""Registry conventions that must hold on the workspace and the Unity Catalog registry."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mlops_jobs.training import tracking
+
+
+@pytest.mark.parametrize("name", ["churn", "churn-v2", "main.ml.churn", "prod_cat.ml_01.churn"])
+def test_workspace_and_unity_catalog_names_are_accepted(name: str) -> None:
+    assert tracking.check_model_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "main.churn", "a.b.c.d", "main.ml.churn-v2", "churn'; --", "../churn", "ml churn"]
+)
+def test_invalid_model_names_are_named(name: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"invalid registered model name {name!r}")):
+        tracking.check_model_name(name)
+
+
+class SearchByRunOnly:
+    """A registry like Unity Catalog's: search filters by ``run_id`` and returns no tags."""
+
+    def __init__(self, versions: list[tuple[str, str, str]]) -> None:
+        self.versions = versions
+        self.filters: list[str] = []
+
+    def search_model_versions(self, filter_string: str) -> list[Any]:
+        self.filters.append(filter_string)
+        key, _, value = filter_string.partition(" = ")
+        assert key == "run_id", "Unity Catalog searches by name or run_id only"
+        return [
+            SimpleNamespace(name=name, version=version, run_id=run)
+            for name, version, run in self.versions
+            if run == value.strip("'")
+        ]
+
+
+def test_the_version_of_a_task_instance_is_found_by_its_runs() -> None:
+    client = SearchByRunOnly(
+        [("main.ml.churn", "3", "r1"), ("main.ml.churn", "5", "r2"), ("other", "1", "r2")]
+    )
+    found = tracking.find_registered_version(client, "main.ml.churn", ["r2", "r1"])
+    assert found is not None and found.version == "3"
+    assert tracking.find_registered_version(client, "other", ["r1"]) is None
+    assert tracking.find_registered_version(client, "main.ml.churn", []) is None
