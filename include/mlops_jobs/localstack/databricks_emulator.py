@@ -52,7 +52,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -65,6 +64,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from mlops_jobs.process import ProcessGroup
 
 DEFAULT_TOKEN = "dapi-local"
 DEFAULT_RUNTIME_VERSION = "15.4"
@@ -125,7 +126,7 @@ class Run:
     logs: str = ""
     error: str | None = None
     error_trace: str | None = None
-    process: subprocess.Popen[bytes] | None = None
+    process: ProcessGroup | None = None
     cancelled: bool = False
     start_time: int = field(default_factory=lambda: int(time.time() * 1000))
     end_time: int = 0
@@ -476,14 +477,8 @@ class DatabricksEmulator:
         return {}
 
     def _kill(self, run: Run) -> None:
-        if run.process is not None and run.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.process.pid, signal.SIGTERM)
-            try:
-                run.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(run.process.pid, signal.SIGKILL)
+        if run.process is not None:
+            run.process.terminate(grace=20)
 
     def _set(self, run: Run, life_cycle: str, message: str, result: str | None = None) -> None:
         with self._lock:
@@ -645,14 +640,8 @@ class DatabricksEmulator:
         )
         stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-            run.process = subprocess.Popen(
-                [self.python, str(script)],
-                cwd=run_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
+            run.process = ProcessGroup(
+                [self.python, str(script)], cwd=run_dir, env=env, stdout=stdout, stderr=stderr
             )
             returncode = run.process.wait()
         run.logs = stdout_path.read_text(errors="replace")

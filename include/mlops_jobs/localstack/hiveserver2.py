@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_jobs.localstack.env import hiveserver2_port, local_root
+from mlops_jobs.process import ProcessGroup, is_running, terminate_group
 
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 DEFAULT_START_TIMEOUT = 600.0
@@ -154,16 +153,7 @@ class HiveServer2:
             # keeps the server working where the host name does not resolve.
             env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
             with open(self.log_file, "ab") as log:
-                process = subprocess.Popen(
-                    self.command(),
-                    cwd=self.home,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            pid = process.pid
+                pid = ProcessGroup(self.command(), cwd=self.home, env=env, stdout=log).pid
             self.pid_file.write_text(f"{pid}\n")
             print(
                 f"HiveServer2 starting on {self.host}:{self.port} (pid {pid}, log {self.log_file})"
@@ -174,7 +164,7 @@ class HiveServer2:
     def _wait_ready(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.port_open():
-            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            if not is_running(pid):
                 raise HiveServer2Error(
                     f"HiveServer2 (pid {pid}) exited before opening port {self.port}; "
                     f"log tail:\n{self.log_tail()}"
@@ -229,25 +219,9 @@ class HiveServer2:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                break
-            time.sleep(0.5)
+        terminate_group(pid, grace=timeout)
         self.pid_file.unlink(missing_ok=True)
         return True
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,20 +10,17 @@ whole; ``PR_SET_PDEATHSIG`` makes a worker die with its task.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from mlops_jobs.process import ProcessGroup, ProcessTimeoutError
 
 
 class LaunchError(RuntimeError):
@@ -46,16 +43,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Run in the child before exec: get SIGKILL when the launching task process dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setsid()
-
-
 def run_worker(
     spec: WorkerSpec, tf_config: dict[str, Any], index: int, threads: int
 ) -> dict[str, Any]:
@@ -70,42 +57,20 @@ def run_worker(
             "OMP_NUM_THREADS": str(threads),
         }
         command = [sys.executable, "-m", spec.module, *spec.arguments, "--result-file", result_file]
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            preexec_fn=_die_with_parent,
-        )
-        tail: deque[str] = deque(maxlen=30)
-
-        def pump() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                print(f"[worker {index}] {line}", flush=True)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        worker = ProcessGroup(command, env=env, die_with_parent=True, tail_lines=30)
         try:
-            returncode = process.wait(timeout=spec.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            reader.join(5)
+            returncode = worker.stream(
+                lambda line: print(f"[worker {index}] {line}", flush=True),
+                timeout=spec.timeout_seconds,
+            )
+        except ProcessTimeoutError:
             raise LaunchError(
                 f"worker {index} did not finish within {spec.timeout_seconds:.0f} s; last output:\n"
-                + "\n".join(tail)
+                + worker.tail
             ) from None
-        reader.join(5)
         if returncode != 0:
             raise LaunchError(
-                f"worker {index} failed with exit code {returncode}; last output:\n"
-                + "\n".join(tail)
+                f"worker {index} failed with exit code {returncode}; last output:\n" + worker.tail
             )
         with open(result_file) as handle:
             result: dict[str, Any] = json.load(handle)

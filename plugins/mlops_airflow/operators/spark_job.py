@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +26,7 @@ from mlops_airflow.utils import (
     run_ds,
     setting,
 )
+from mlops_jobs.process import ProcessGroup
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -148,7 +145,7 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         self.cluster_environment = cluster_environment
         self.wheel_dir = wheel_dir
         self.mlflow_conn_id = mlflow_conn_id
-        self._process: subprocess.Popen[str] | None = None
+        self._process: ProcessGroup | None = None
         self._result_location: str | None = None
 
     @property
@@ -305,27 +302,12 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
     def execute_local(self, context: Context) -> Any:
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            env=self.local_environment(),
-            start_new_session=True,
-        )
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            self.log.info("%s", line)
-            tail.append(line)
-        returncode = self._process.wait()
+        self._process = ProcessGroup(command, env=self.local_environment(), tail_lines=TAIL_LINES)
+        returncode = self._process.stream(lambda line: self.log.info("%s", line))
         if returncode != 0:
             raise SparkJobError(
                 f"job {self.job!r} failed on the local backend with exit code {returncode}; "
-                "last lines:\n" + "\n".join(tail)
+                "last lines:\n" + self._process.tail
             )
         return self.read_result(context)
 
@@ -456,13 +438,7 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self.log.info("Terminating local job (process group %s)", self._process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.terminate(grace=30)
             return
         if self.run_id is not None:
             super().on_kill()
