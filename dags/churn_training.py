@@ -161,6 +161,8 @@ with DAG(
         task_id="evaluate_model",
         features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
         candidate_version="{{ ti.xcom_pull(task_ids='train_model')['model_version'] }}",
+        # the model the candidate was registered in, even if the setting changed since
+        model_name="{{ ti.xcom_pull(task_ids='train_model')['model_name'] }}",
         thresholds="{{ params.promotion_thresholds | tojson }}",
     )
     promotion_gate = ModelGateOperator(
@@ -175,8 +177,8 @@ with DAG(
     approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
         require_approval="{{ params.require_approval }}",
-        subject="Promote churn version "
-        "{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['candidate_version'] }}?",
+        subject="{% set decision = ti.xcom_pull(task_ids='promotion_gate', key='decision') %}"
+        "Promote {{ decision['model_name'] }} version {{ decision['candidate_version'] }}?",
         body="{{ ti.xcom_pull(task_ids='promotion_gate', key='decision')['table'] }}",
         promote_task_id="promote_model",
         reject_task_id="reject_in_review",

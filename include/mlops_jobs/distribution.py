@@ -73,7 +73,7 @@ def source_hash() -> str:
     read from its version.
     """
     project = project_file()
-    if not project.is_file():
+    if not _is_package_project(project):
         return importlib.metadata.version(PACKAGE).partition("+src.")[2]
     digest = hashlib.sha256()
     root = package_dir()
@@ -82,6 +82,17 @@ def source_hash() -> str:
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(b"pyproject.toml\0" + project.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def _is_package_project(path: Path) -> bool:
+    """Whether ``path`` is this package's pyproject.toml (not, next to an installed copy, some
+    other distribution's)."""
+    import tomllib
+
+    try:
+        return bool(tomllib.loads(path.read_text())["project"]["name"] == PACKAGE)
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def version() -> str:

@@ -454,7 +454,8 @@ def expire(directory: Location, max_age: dt.timedelta | None = None) -> list[str
 
     For small bookkeeping files outside boxes (job results), which matter only while their
     task runs; boxes retire their versions through :func:`sweep`. A file system that cannot
-    tell modification times keeps everything.
+    tell modification times keeps everything. Directories stay: one emptied here may be the
+    one a concurrent writer has just created.
 
     :param max_age: Defaults to ``MLOPS_LAKE_RESULTS_KEEP_DAYS`` days (7).
     :return: the paths of the removed files
@@ -479,15 +480,6 @@ def expire(directory: Location, max_age: dt.timedelta | None = None) -> list[str
             with contextlib.suppress(FileNotFoundError):
                 directory.fs.rm_file(path)
                 removed.append(path)
-    if removed and _is_local(directory.fs):
-        # Object stores have no directories; local ones would be left behind empty.
-        for parent in sorted({posixpath.dirname(p) for p in removed}, key=len, reverse=True):
-            while parent.startswith(directory.path.rstrip("/") + "/"):
-                try:
-                    os.rmdir(parent)
-                except OSError:
-                    break
-                parent = posixpath.dirname(parent)
     return removed
 
 

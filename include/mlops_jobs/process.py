@@ -110,6 +110,10 @@ class ProcessGroup:
                 self._lines.append(line)
                 on_line(line)
             returncode = self.process.wait()
+        except BaseException:
+            # Whoever stops reading (an error in on_line, an interrupt) leaves no group behind.
+            _signal_group(self.pid, signal.SIGKILL)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -135,9 +139,10 @@ class ProcessGroup:
         _terminate(self.pid, grace, exited)
 
     def _expire(self) -> None:
-        if self.process.poll() is None:
-            self._timed_out = True
-            _signal_group(self.pid, signal.SIGKILL)
+        # The whole group, even when its leader has exited: a descendant still holding the
+        # output pipe open would keep ``stream`` reading past the timeout.
+        self._timed_out = True
+        _signal_group(self.pid, signal.SIGKILL)
 
 
 def terminate_group(pid: int, grace: float, interval: float = 0.5) -> None:

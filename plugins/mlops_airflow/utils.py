@@ -41,7 +41,8 @@ def resolve_model_name(explicit: object = None) -> str:
     An invalid name is an error naming it."""
     from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
 
-    name = str(explicit or setting(MODEL_NAME_VARIABLE, MODEL_NAME_ENV, REGISTERED_MODEL))
+    # A Variable typed into the UI easily carries a trailing newline.
+    name = str(explicit or setting(MODEL_NAME_VARIABLE, MODEL_NAME_ENV, REGISTERED_MODEL)).strip()
     try:
         return check_model_name(name)
     except ValueError as err:

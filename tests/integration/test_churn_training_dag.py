@@ -66,7 +66,7 @@ def test_churn_lifecycle_runs_end_to_end(
     versions = [
         v
         for v in registry.client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.run_id") == run.run_id
+        if v.tags.get("airflow.dag_run_id") == run.run_id
     ]
     assert len(versions) == 1 and versions[0].tags["role"] == "candidate"
     version = versions[0]
@@ -153,7 +153,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
     versions = [
         v
         for v in registry.client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.run_id") == run.run_id
+        if v.tags.get("airflow.dag_run_id") == run.run_id
     ]
     assert len(versions) == 1
     tags = registry.client.get_run(versions[0].run_id).data.tags

@@ -23,33 +23,12 @@ from mlops_airflow.hooks.mlflow_registry import MlflowRegistryHook
 from tests.support import evaluation_result, register_version
 
 DAG_ID = "promotion_approval_check"
-TEST_DAGS = Path(__file__).resolve().parent / "dags"
 REVIEWER, PASSWORD = "reviewer", "reviewer-secret"
 
 
 @pytest.fixture
-def approval_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The test DAG, in a DAG bundle of its own beside the project's (``dag.test`` runs what a
-    bundle holds, as the scheduler would)."""
-    from airflow.configuration import conf
-    from airflow.dag_processing.dagbag import DagBag
-
-    bundles = [
-        {
-            "name": "dags-folder",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": conf.get("core", "dags_folder")},
-        },
-        {
-            "name": "test-dags",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(TEST_DAGS)},
-        },
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
-    bag = DagBag(dag_folder=str(TEST_DAGS))
-    assert bag.import_errors == {}
-    return bag.dags[DAG_ID]
+def approval_dag(test_dags: Any) -> Any:
+    return test_dags.dags[DAG_ID]
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from typing import Any
 
 from mlops_jobs import lake
 from mlops_jobs.localstack.env import hiveserver2_port, local_root
+from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
 
-MODEL = "churn"
+MODEL = check_model_name(os.environ.get("MLOPS_MODEL_NAME", "").strip() or REGISTERED_MODEL)
 
 
 def _auc(value: Any) -> str:

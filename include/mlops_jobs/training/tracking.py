@@ -8,8 +8,8 @@ from typing import Any
 
 REGISTERED_MODEL = "churn"
 # A workspace registry's model name, or Unity Catalog's three-level ``catalog.schema.model``.
-_WORKSPACE_MODEL = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-_UNITY_CATALOG_MODEL = re.compile(r"^[A-Za-z0-9_]{1,255}(\.[A-Za-z0-9_]{1,255}){2}$")
+_WORKSPACE_MODEL = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_UNITY_CATALOG_MODEL = re.compile(r"[A-Za-z0-9_]{1,255}(\.[A-Za-z0-9_]{1,255}){2}")
 LIBRARIES = ("tensorflow", "tf-keras", "mlflow", "pyspark", "numpy", "pandas", "scikit-learn")
 #: Tags that identify one Airflow task instance, whatever its try.
 INSTANCE_TAGS = ("airflow.dag_id", "airflow.dag_run_id", "airflow.task_id", "airflow.map_index")
@@ -46,7 +46,7 @@ def instance_tags(
 def check_model_name(name: str) -> str:
     """``name`` when it is a registered model name (``churn``, or ``catalog.schema.churn`` in a
     Unity Catalog registry), else a ``ValueError`` naming it."""
-    if _WORKSPACE_MODEL.match(name) or _UNITY_CATALOG_MODEL.match(name):
+    if _WORKSPACE_MODEL.fullmatch(name) or _UNITY_CATALOG_MODEL.fullmatch(name):
         return name
     raise ValueError(
         f"invalid registered model name {name!r}: expected letters, digits, '_' or '-' "
@@ -58,13 +58,14 @@ def find_registered_version(client: Any, name: str, mlflow_run_ids: list[str]) -
     """The oldest version of ``name`` registered from one of the runs, if any.
 
     Searches by run, the one filter both the workspace and the Unity Catalog registry
-    support (Unity Catalog's search results carry no tags).
+    support (Unity Catalog's search results carry no tags). Names compare case-insensitively:
+    Unity Catalog stores them in lower case.
     """
     found = [
         v
         for mlflow_run_id in mlflow_run_ids
         for v in client.search_model_versions(f"run_id = '{mlflow_run_id}'")
-        if v.name == name
+        if v.name.casefold() == name.casefold()
     ]
     return min(found, key=lambda v: int(v.version)) if found else None
 
