@@ -33,13 +33,9 @@ from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
 from mlops_airflow.utils import lake_uri, resolve_model_name, run_ds
-from mlops_jobs.churn.tables import (
-    CHURN_PREDICTIONS as PREDICTIONS_TABLE,
-)
-from mlops_jobs.churn.tables import (
-    CHURN_SCORING_SOURCES,
-    DEFAULT_LOOKBACK_DAYS,
-)
+from mlops_jobs.churn.tables import CHURN_PREDICTIONS as PREDICTIONS_TABLE
+from mlops_jobs.churn.tables import CHURN_SCORING_SOURCES
+from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
 
 DS = "run_ds(dag_run, params.ds)"
 

@@ -64,7 +64,8 @@ from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
 from mlops_airflow.utils import lake_uri
-from mlops_jobs.churn.tables import CHURN_SOURCES, DEFAULT_LOOKBACK_DAYS
+from mlops_jobs.churn.tables import CHURN_SOURCES
+from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
 
 with DAG(
     dag_id="churn_training",
@@ -132,6 +133,7 @@ with DAG(
     extract_snapshot = HiveExtractOperator(
         task_id="extract_snapshot",
         sources=CHURN_SOURCES,
+        dataset="churn/snapshots",
         lookback_days="{{ params.lookback_days }}",
         allow_empty_partitions="{{ params.allow_empty_partitions }}",
         outlets=[CHURN_SNAPSHOT],

@@ -23,7 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops_jobs.churn.tables import CHURN_SOURCES, TableContract
+from mlops_jobs.churn.tables import CHURN_SOURCES
+from mlops_jobs.contracts import TableContract
 from mlops_jobs.demo.generator import DemoData, DemoSpec, bayes_auc, generate
 from mlops_jobs.hql import TableName, quote_identifier
 from mlops_jobs.lake import path_uri

@@ -11,7 +11,7 @@ from mlops_jobs import hql
 from mlops_jobs.hql import TableName
 
 if TYPE_CHECKING:
-    from mlops_jobs.churn.tables import TableContract
+    from mlops_jobs.contracts import TableContract
 
 
 class HiveWarehouseHook(HiveServer2Hook):

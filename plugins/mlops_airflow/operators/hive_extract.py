@@ -18,7 +18,7 @@ from mlops_airflow.exceptions import (
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.utils import as_bool, positive_int, resolve_lake_root
 from mlops_jobs import hql, lake
-from mlops_jobs.churn.tables import DEFAULT_LOOKBACK_DAYS, TableContract
+from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS, TableContract
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,7 +41,7 @@ class HiveExtractOperator(BaseOperator):
 
     Returns the committed version's URI (XCom).
 
-    :param sources: Table contracts to extract (``mlops_jobs.churn.tables``).
+    :param sources: Table contracts to extract (``mlops_jobs.contracts``).
     :param ds: The run's partition date, ``YYYY-MM-DD``. (templated)
     :param lookback_days: Days of history for tables read with a lookback window. (templated)
     :param allow_empty_partitions: Accept required partitions without rows. (templated)
@@ -62,7 +62,7 @@ class HiveExtractOperator(BaseOperator):
         lookback_days: int | str = DEFAULT_LOOKBACK_DAYS,
         allow_empty_partitions: bool | str = False,
         lake_root: str | None = None,
-        dataset: str = "churn/snapshots",
+        dataset: str,
         hiveserver2_conn_id: str = HiveWarehouseHook.default_conn_name,
         **kwargs: Any,
     ) -> None:

@@ -16,7 +16,7 @@ from mlops_jobs.hql import TableName
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from mlops_jobs.churn.tables import TableContract
+    from mlops_jobs.contracts import TableContract
 
 
 class HivePartitionLoadOperator(BaseOperator):

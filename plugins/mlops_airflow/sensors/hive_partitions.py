@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.hive import HiveWarehouseHook
-from mlops_jobs.churn.tables import PartitionWindow, TableContract
+from mlops_jobs.contracts import PartitionWindow, TableContract
 from mlops_jobs.hql import InvalidIdentifierError, TableName, validate_ds, validate_identifier
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from mlops_airflow.exceptions import (
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_jobs import lake
-from mlops_jobs.churn.tables import CHURN_SOURCES, CUSTOMERS, EVENTS, PartitionWindow, TableContract
+from mlops_jobs.churn.tables import CHURN_SOURCES, CUSTOMERS, EVENTS
+from mlops_jobs.contracts import PartitionWindow, TableContract
 from mlops_jobs.hql import InvalidIdentifierError, TableName
 from tests.conftest import DEMO, LOOKBACK_DAYS
 
@@ -26,6 +27,7 @@ def extract(lake_root: Path, **kwargs: object) -> str:
     arguments = {
         "task_id": "extract",
         "sources": CHURN_SOURCES,
+        "dataset": "churn/snapshots",
         "ds": END,
         "lookback_days": LOOKBACK_DAYS,
         "lake_root": str(lake_root),
@@ -207,6 +209,7 @@ def test_templated_fields_render_from_params(lake_root: Path) -> None:
     operator = HiveExtractOperator(
         task_id="extract",
         sources=CHURN_SOURCES,
+        dataset="churn/snapshots",
         lookback_days="{{ params.lookback_days }}",
         allow_empty_partitions="{{ params.allow_empty_partitions }}",
     )

@@ -13,7 +13,8 @@ from mlops_airflow.exceptions import InvalidParameterError, SchemaContractError
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_jobs import lake
-from mlops_jobs.churn.tables import CHURN_PREDICTIONS, PartitionWindow, TableContract
+from mlops_jobs.churn.tables import CHURN_PREDICTIONS
+from mlops_jobs.contracts import PartitionWindow, TableContract
 from mlops_jobs.demo.warehouse import arrow_schema
 from mlops_jobs.hql import TableName
 
