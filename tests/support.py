@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,22 @@ class FakeTI:
 
 
 def write_demo_snapshot(
-    lake_root: Path, spec: DemoSpec, lookback_days: int = 90, ds: str | None = None
+    lake_root: Path,
+    spec: DemoSpec,
+    lookback_days: int = 90,
+    ds: str | None = None,
+    tamper: Callable[[dict[str, Any]], None] | None = None,
 ) -> str:
     """A snapshot box as the extraction stage publishes it for ``ds`` (default: the demo's last
     day), written straight from the generator (for tests of later stages that should not need
-    HiveServer2). The features job keeps only the events before ``ds``. Returns the box's URI."""
+    HiveServer2). The features job keeps only the events before ``ds``. ``tamper`` may change
+    the pandas frames (by table alias) before they are written. Returns the box's URI."""
     ds = ds or spec.end_ds
     data = generate(spec)
     labels = data.labels[data.labels["ds"] == ds]
     frames = {"customers": data.customers, "events": data.events, "churn_labels": labels}
+    if tamper is not None:
+        tamper(frames)
     box = lake.box_uri(str(lake_root), "churn/snapshots", ds)
     with lake.publishing(box, root=str(lake_root)) as draft:
         tables = {}
@@ -68,9 +75,11 @@ def write_demo_snapshot(
                 frames[contract.alias], schema=arrow_schema(contract), preserve_index=False
             )
             pq.write_table(table, directory / "part-00000.parquet")
+            bounds = contract.partition_range(ds, lookback_days)
             tables[contract.alias] = {
                 "table": str(contract.table),
                 "path": contract.alias,
+                "partitions": {"first": bounds[0], "last": bounds[1]} if bounds else None,
                 "rows": table.num_rows,
                 "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
             }

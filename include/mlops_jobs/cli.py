@@ -11,6 +11,7 @@ A job's machine-readable result (a JSON object) is printed as its last line and,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,16 +33,37 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> int:
     return EXIT_OK
 
 
+def refuse(args: argparse.Namespace, err: BaseException) -> int:
+    """End a job that refused its input: print the error, and write it as the job's result
+    (``{"error": …, "retryable": false}``) so the task fails without retrying. Returns
+    EXIT_BAD_INPUT."""
+    message = f"{args.job}: {err}"
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "result_uri", None):
+        from mlops_jobs import lake
+
+        with contextlib.suppress(Exception):  # the exit code still says it
+            payload = json.dumps({"error": message, "retryable": False})
+            lake.locate(lake.ensure_within(args.result_uri)).write_text(payload)
+    return EXIT_BAD_INPUT
+
+
 def churn_features(args: argparse.Namespace) -> int:
     from mlops_jobs.churn.features import FeatureConfigError, SnapshotError, run, run_inference
     from mlops_jobs.lake import LakeError
+    from mlops_jobs.validation import DataValidationError, ExpectationError
 
     build = run_inference if args.mode == "inference" else run
     try:
         manifest = build(args.snapshot, args.output, args.config)
-    except (SnapshotError, FeatureConfigError, LakeError) as err:
-        print(f"error: churn-features: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (
+        SnapshotError,
+        FeatureConfigError,
+        LakeError,
+        DataValidationError,
+        ExpectationError,
+    ) as err:
+        return refuse(args, err)
     if "splits" in manifest:
         rows = ", ".join(f"{s} {v['rows']}" for s, v in manifest["splits"].items()) + " rows"
     else:
@@ -70,8 +92,7 @@ def churn_train(args: argparse.Namespace) -> int:
             )
         )
     except (TrainConfigError, json.JSONDecodeError) as err:
-        print(f"error: churn-train: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(args, err)
     except LaunchError as err:
         print(f"error: churn-train: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -101,8 +122,7 @@ def churn_evaluate(args: argparse.Namespace) -> int:
             )
         )
     except (EvaluationError, GateConfigError, TrainConfigError, json.JSONDecodeError) as err:
-        print(f"error: churn-evaluate: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(args, err)
     champion = result["champion"]
     print(
         f"churn-evaluate: {result['model_name']} version {result['candidate']['version']} "
@@ -127,8 +147,7 @@ def churn_score(args: argparse.Namespace) -> int:
             )
         )
     except (ScoringError, LakeError) as err:
-        print(f"error: churn-score: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(args, err)
     model = manifest["model"]
     print(
         f"churn-score: {model['name']} version {model['version']} scored {manifest['rows']} "
@@ -253,8 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except LakeError as err:  # a lake location given as an argument is invalid or missing
-        print(f"error: {args.job}: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(args, err)
     except Exception:
         traceback.print_exc()
         return EXIT_FAILED

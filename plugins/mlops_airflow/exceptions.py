@@ -30,6 +30,11 @@ class SparkJobError(MlopsError):
     """A cluster-side job failed; the message carries its error output (and run page URL)."""
 
 
+class JobInputError(SparkJobError, AirflowFailException):
+    """A job refused its input (bad data, a missing or invalid input, a bad argument): the
+    message says why. Data does not fix itself, so the task fails without retries."""
+
+
 class PromotionConflictError(MlopsError, AirflowFailException):
     """``@champion`` moved after the candidate was compared with it: the promotion would
     overwrite another decision. Retrying cannot help; the candidate must be re-evaluated."""

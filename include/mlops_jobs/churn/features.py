@@ -19,7 +19,10 @@ from mlops_jobs.hql import validate_identifier
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
+    from mlops_jobs.validation import ValidationReport
+
 CONFIG_PATH = Path(__file__).with_name("feature_config.json")
+EXPECTATIONS_PATH = Path(__file__).with_name("expectations.json")
 SPLITS = ("train", "valid", "test")
 KEYS = ("customer_id", "ds")
 MICROS_PER_DAY = 86_400_000_000
@@ -390,6 +393,80 @@ def load_snapshot(
     return box, tables
 
 
+def previous_snapshot(box: lake.Box) -> lake.Box | None:
+    """The committed snapshot of the day before ``box``'s ``ds`` in the same dataset, if any."""
+    import datetime as dt
+
+    ds = box.manifest.get("ds")
+    version_dir = box.location.uri.rstrip("/")
+    box_dir = version_dir.rsplit("/", 1)[0]
+    if not ds or not box_dir.endswith(f"/ds={ds}"):
+        return None
+    day_before = (dt.date.fromisoformat(str(ds)) - dt.timedelta(days=1)).isoformat()
+    try:
+        return lake.open_box(f"{box_dir.removesuffix(f'ds={ds}')}ds={day_before}")
+    except lake.LakeError:
+        return None
+
+
+def validate_snapshot(
+    box: lake.Box, tables: dict[str, DataFrame], expectations_path: str | Path | None = None
+) -> ValidationReport:
+    """Check the snapshot's tables against the ``snapshot`` expectations, comparing row counts
+    and distributions with the previous day's snapshot when there is one; print the results
+    as a table and raise ``DataValidationError`` when a ``fail`` check fails."""
+    from mlops_jobs.spark.session import get_spark
+    from mlops_jobs.validation import ValidationReport, check_table, load_expectations
+
+    raw = json.loads(Path(expectations_path or EXPECTATIONS_PATH).read_text())
+    expectations = load_expectations(raw.get("snapshot", {}))
+    previous = previous_snapshot(box)
+    report = ValidationReport(subject=f"snapshot {box.uri}")
+    for alias, df in tables.items():
+        if alias not in expectations:
+            continue
+        before = None
+        if previous is not None and alias in previous.manifest.get("tables", {}):
+            path = previous.path(previous.manifest["tables"][alias]["path"]).spark
+            before = get_spark("churn-features").read.parquet(path)
+        results, drift = check_table(
+            df, alias, _partition_label(box, alias), expectations[alias], before
+        )
+        report.results.extend(results)
+        if drift:
+            report.drift[alias] = drift
+    compared = f"compared with {previous.uri}" if previous else "no previous snapshot to compare"
+    print(f"data validation of {report.subject} ({compared}):\n{report.table()}", flush=True)
+    report.raise_for_failures()
+    return report
+
+
+def validate_features(
+    features: DataFrame, ds: str, entry: str, expectations_path: str | Path | None = None
+) -> ValidationReport:
+    """Check a feature set against the ``entry`` expectations before it is published."""
+    from mlops_jobs.validation import ValidationReport, check_table, load_expectations
+
+    raw = json.loads(Path(expectations_path or EXPECTATIONS_PATH).read_text())
+    report = ValidationReport(subject=f"churn/{entry} ds={ds}")
+    if entry in raw:
+        expectation = load_expectations({entry: raw[entry]})[entry]
+        results, _ = check_table(features, entry, f"ds={ds}", expectation)
+        report.results.extend(results)
+    print(f"data validation of {report.subject}:\n{report.table()}", flush=True)
+    report.raise_for_failures()
+    return report
+
+
+def _partition_label(box: lake.Box, alias: str) -> str:
+    table = box.manifest.get("tables", {}).get(alias, {})
+    partitions = table.get("partitions") or {}
+    first, last = partitions.get("first"), partitions.get("last")
+    if first and last:
+        return f"ds={first}" if first == last else f"ds={first}..{last}"
+    return f"snapshot ds={box.manifest.get('ds')}"
+
+
 def _snapshot_reference(box: lake.Box) -> dict[str, Any]:
     return {"uri": box.uri, "content_hash": box.manifest.get("content_hash")}
 
@@ -407,10 +484,13 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
 
     config = FeatureConfig.load(config_path)
     snapshot_box, tables = load_snapshot(snapshot, config, tuple(REQUIRED_COLUMNS))
+    snapshot_report = validate_snapshot(snapshot_box, tables)
     features = build_churn_features(
         tables["customers"], tables["events"], tables["churn_labels"], config
     ).cache()
     try:
+        ds = str(snapshot_box.manifest.get("ds"))
+        features_report = validate_features(features, ds, "features")
         with lake.publishing(output) as draft:
             write_sorted_parquet(features, draft.location.spark, KEYS, partition_by=("split",))
             counts = {
@@ -440,6 +520,10 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
                     if label_rate and label_rate[0] is not None
                     else None,
                     "statistics": feature_statistics(features, config),
+                    "validation": {
+                        "snapshot": snapshot_report.as_dict(),
+                        "features": features_report.as_dict(),
+                    },
                     "config": json.loads(Path(config_path or CONFIG_PATH).read_text()),
                     "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 }
@@ -465,8 +549,10 @@ def run_inference(snapshot: str, output: str, config_path: str | None = None) ->
     ds = snapshot_box.manifest.get("ds")
     if not ds:
         raise SnapshotError(f"snapshot {snapshot_box.uri} has no ds in its manifest")
+    snapshot_report = validate_snapshot(snapshot_box, tables)
     features = build_inference_features(tables["customers"], tables["events"], ds, config).cache()
     try:
+        features_report = validate_features(features, str(ds), "inference_features")
         with lake.publishing(output) as draft:
             write_sorted_parquet(features, draft.location.child("data").spark, ("customer_id",))
             rows = features.count()
@@ -485,6 +571,10 @@ def run_inference(snapshot: str, output: str, config_path: str | None = None) ->
                     "keys": list(KEYS),
                     "path": "data",
                     "rows": rows,
+                    "validation": {
+                        "snapshot": snapshot_report.as_dict(),
+                        "features": features_report.as_dict(),
+                    },
                     "schema": [
                         {"name": f.name, "type": f.dataType.simpleString()}
                         for f in features.schema.fields

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,17 @@ def run(request: TrainRequest) -> dict[str, Any]:
     client.log_batch(
         mlflow_run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()]
     )
+    # The inputs' drift against the day before goes with the candidate: a reviewer comparing
+    # versions sees whether the data moved under them.
+    drift = features.manifest.get("validation", {}).get("snapshot", {}).get("drift", {})
+    now = int(time.time() * 1000)
+    drift_metrics = [
+        mlflow.entities.Metric(f"drift_psi.{table}.{column}", float(score), now, 0)
+        for table, scores in drift.items()
+        for column, score in scores.items()
+    ]
+    if drift_metrics:
+        client.log_batch(mlflow_run_id, metrics=drift_metrics)
     spec = WorkerSpec(
         module="mlops_jobs.churn.train_worker",
         arguments=(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,8 +17,9 @@ from airflow.providers.databricks.operators.databricks import (
     DatabricksSubmitRunOperator,
     _handle_deferrable_databricks_operator_execution,
 )
+from airflow.sdk.exceptions import AirflowException
 
-from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
+from mlops_airflow.exceptions import InvalidParameterError, JobInputError, SparkJobError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
 from mlops_airflow.utils import (
     resolve_backend,
@@ -26,6 +28,7 @@ from mlops_airflow.utils import (
     run_ds,
     setting,
 )
+from mlops_jobs.cli import EXIT_BAD_INPUT
 from mlops_jobs.process import ProcessGroup
 
 if TYPE_CHECKING:
@@ -220,6 +223,28 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             self._result_location = uri
         return self._result_location
 
+    def refusal(self, context: Context) -> str | None:
+        """The error of a job that refused its input (``{"error": …, "retryable": false}`` as
+        its result), else None."""
+        from mlops_jobs import lake
+
+        try:
+            result = json.loads(lake.locate(self.result_location(context)).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if isinstance(result, dict) and result.get("retryable") is False and "error" in result:
+            return f"job {self.job!r} refused its input: {result['error']}"
+        return None
+
+    def discard_result(self, context: Context) -> None:
+        """Remove a result an earlier run left at this task's result location, before a new
+        run starts (a reattached run keeps its own)."""
+        from mlops_jobs import lake
+
+        location = lake.locate(self.result_location(context))
+        if location.exists():
+            location.remove()
+
     def read_result(self, context: Context) -> Any:
         """The result the job wrote, or an error naming where it was expected."""
         from mlops_jobs import lake
@@ -302,8 +327,14 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
     def execute_local(self, context: Context) -> Any:
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
+        self.discard_result(context)
         self._process = ProcessGroup(command, env=self.local_environment(), tail_lines=TAIL_LINES)
         returncode = self._process.stream(lambda line: self.log.info("%s", line))
+        if returncode == EXIT_BAD_INPUT:
+            raise JobInputError(
+                self.refusal(context)
+                or f"job {self.job!r} refused its input; last lines:\n{self._process.tail}"
+            )
         if returncode != 0:
             raise SparkJobError(
                 f"job {self.job!r} failed on the local backend with exit code {returncode}; "
@@ -405,6 +436,7 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         # Called by the provider only when it submits a run (never on a reattach), so the
         # package is uploaded only then.
         self.json = self.run_specification(context, self.upload_wheel())
+        self.discard_result(context)
         request = super()._prepare_submit_json(context)
         for task in request.get("tasks", []):
             # The provider forwards DAG params as named parameters; the job takes its arguments
@@ -420,7 +452,8 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             self.run_id = int(external_id)
             _handle_deferrable_databricks_operator_execution(self, self._hook, self.log, context)
         else:
-            super().poll_until_complete(external_id, context)
+            with self._refusal_raised(context):
+                super().poll_until_complete(external_id, context)
         return self.read_result(context)
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
@@ -429,9 +462,21 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:  # type: ignore[override]
         """Resume after the trigger reported a terminal state; a failed run raises."""
-        super().execute_complete(dict(context), event)
+        with self._refusal_raised(context):
+            super().execute_complete(dict(context), event)
         self.run_id = int(event["run_id"])
         return self.read_result(context)
+
+    @contextlib.contextmanager
+    def _refusal_raised(self, context: Context) -> Iterator[None]:
+        """A failed run whose job refused its input fails the task without retries."""
+        try:
+            yield
+        except AirflowException as err:
+            refusal = self.refusal(context)
+            if refusal is None:
+                raise
+            raise JobInputError(f"{refusal}\n{err}") from err
 
     # -- both ----------------------------------------------------------------------------
 

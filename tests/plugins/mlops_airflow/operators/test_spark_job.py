@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from mlops_airflow.exceptions import InvalidParameterError, SparkJobError
+from mlops_airflow.exceptions import InvalidParameterError, JobInputError, SparkJobError
 from mlops_airflow.operators.spark_job import SparkJobOperator, idempotency_token
 from mlops_jobs import lake
 from mlops_jobs.distribution import source_hash
@@ -132,10 +132,11 @@ def test_local_feature_job_and_databricks_run_publish_identical_output(
 def test_local_failure_reports_the_jobs_error(lake_root: Path) -> None:
     missing = lake_root / "churn" / "snapshots" / "ds=2026-03-01"
     out = lake_root / "churn" / "features" / "ds=2026-03-01"
-    with pytest.raises(SparkJobError) as raised:
+    with pytest.raises(JobInputError) as raised:
         operator("churn-features", *features_args(missing, out), backend="local").execute(context())
+    assert isinstance(raised.value, AirflowFailException)  # bad input: no retry
     message = str(raised.value)
-    assert "exit code 2" in message
+    assert "job 'churn-features' refused its input" in message
     assert f"snapshot {lake.normalize(missing)}" in message
     assert "_committed.json is missing" in message
     assert not out.exists()
@@ -260,11 +261,19 @@ def test_failed_run_raises_with_page_url_and_error_output(
         deferrable=deferrable,
     )
     ti = FakeTI()
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(JobInputError) as raised:
         run_to_completion(op, ti)
+    assert isinstance(raised.value, AirflowFailException)  # bad input: no retry
     message = str(raised.value)
+    assert "job 'churn-features' refused its input" in message
     assert "TERMINATED" in message and "FAILED" in message
     assert "_committed.json is missing" in message  # the job's own error output
+
+    # A later run starts from a clean result location: the refusal of before is not its own.
+    emulator.faults.run_result = "INTERNAL_ERROR"
+    with pytest.raises(AirflowException) as raised:
+        run_to_completion(operator(backend="databricks", deferrable=deferrable), ti)
+    assert not isinstance(raised.value, JobInputError)
 
 
 @pytest.mark.parametrize("deferrable", [False, True])

@@ -1,0 +1,163 @@
+"""Data validation of snapshots and feature sets: bad data is refused early, by name, and
+nothing is published; warnings and drift are reported."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlops_jobs import lake
+from mlops_jobs.churn import features as churn_features
+from mlops_jobs.demo.generator import DemoSpec
+from mlops_jobs.validation import (
+    DataValidationError,
+    ExpectationError,
+    ValidationReport,
+    check_table,
+    load_expectations,
+    population_stability,
+)
+from tests.support import write_demo_snapshot
+
+SPEC = DemoSpec(customers=150, days=100, end_ds="2026-03-01", seed=5)
+DS = SPEC.end_ds
+
+
+def load(snapshot: str) -> tuple[lake.Box, dict[str, Any]]:
+    return churn_features.load_snapshot(
+        snapshot, churn_features.FeatureConfig.load(), tuple(churn_features.REQUIRED_COLUMNS)
+    )
+
+
+def bad_data(frames: dict[str, Any]) -> None:
+    """A third of the labels NULL, three customers duplicated, an unknown event type."""
+    labels = frames["churn_labels"].copy()
+    labels["churned"] = labels["churned"].astype("float64")
+    labels.loc[labels.index[: len(labels) // 3], "churned"] = np.nan
+    frames["churn_labels"] = labels
+    customers = frames["customers"]
+    frames["customers"] = customers._append(customers.iloc[:3], ignore_index=True)
+    events = frames["events"].copy()
+    events.loc[events.index[:7], "event_type"] = "refund"
+    frames["events"] = events
+
+
+def test_clean_snapshot_passes_and_drift_needs_the_day_before(tmp_path: Path, spark: Any) -> None:
+    snapshot = write_demo_snapshot(tmp_path, SPEC)
+    box, tables = load(snapshot)
+    report = churn_features.validate_snapshot(box, tables)
+    assert report.failures == [] and report.drift == {}
+    checks = {(r.check, r.table, r.column) for r in report.results}
+    assert ("null_rate", "churn_labels", "churned") in checks
+    assert ("duplicate_keys", "customers", "customer_id") in checks
+    assert ("outside_partition", "events", "event_time") in checks
+    labels = next(r for r in report.results if r.table == "churn_labels")
+    assert labels.partition == f"ds={DS}"
+
+    write_demo_snapshot(tmp_path, SPEC, ds="2026-02-28")
+    report = churn_features.validate_snapshot(box, tables)
+    assert set(report.drift) == {"customers", "events", "churn_labels"}
+    assert 0 <= report.drift["customers"]["plan"] < 0.25  # the same customers, a day apart
+    assert any(r.check == "row_count_change" for r in report.results)
+
+
+def test_bad_data_is_refused_by_check_table_partition_and_value(tmp_path: Path, spark: Any) -> None:
+    snapshot = write_demo_snapshot(tmp_path, SPEC, tamper=bad_data)
+    box, tables = load(snapshot)
+    with pytest.raises(DataValidationError) as raised:
+        churn_features.validate_snapshot(box, tables)
+    message = str(raised.value)
+    assert f"data validation of snapshot {box.uri} failed" in message
+    null_labels = rf"null_rate of churn_labels\.churned in ds={DS} is 0\.3\d*, expected <= 0"
+    assert re.search(null_labels, message)
+    assert "duplicate_keys of customers.customer_id in snapshot" in message
+    assert "is 3, expected 0" in message
+    assert "unknown_values of events.event_type" in message and "e.g. 'refund'" in message
+    failed = {(r.check, r.table) for r in raised.value.report.failures}
+    assert failed == {
+        ("null_rate", "churn_labels"),
+        ("duplicate_keys", "customers"),
+        ("unknown_values", "events"),
+    }
+
+
+def test_the_feature_job_publishes_nothing_from_bad_data(tmp_path: Path, spark: Any) -> None:
+    snapshot = write_demo_snapshot(tmp_path, SPEC, tamper=bad_data)
+    output = lake.box_uri(str(tmp_path), "churn/features", DS)
+    with pytest.raises(DataValidationError):
+        churn_features.run(snapshot, output)
+    with pytest.raises(lake.LakeError):
+        lake.open_box(output)
+    assert lake.versions(lake.locate(output)) == []
+
+
+def test_severity_warn_reports_without_failing(tmp_path: Path, spark: Any) -> None:
+    expectations = json.loads(churn_features.EXPECTATIONS_PATH.read_text())
+    for table in expectations["snapshot"].values():
+        for column in table.get("columns", {}).values():
+            column["severity"] = "warn"
+        table["key_severity"] = "warn"
+    path = tmp_path / "expectations.json"
+    path.write_text(json.dumps(expectations))
+    box, tables = load(write_demo_snapshot(tmp_path / "lake", SPEC, tamper=bad_data))
+    report = churn_features.validate_snapshot(box, tables, path)
+    assert report.failures == []
+    assert {(r.check, r.table) for r in report.warnings} >= {
+        ("null_rate", "churn_labels"),
+        ("duplicate_keys", "customers"),
+        ("unknown_values", "events"),
+    }
+    table = report.table()
+    assert table.splitlines()[1].startswith("warn")
+    assert report.as_dict()["warnings"] == len(report.warnings)
+
+
+def test_feature_set_checks_labels_and_keys(spark: Any) -> None:
+    day = "2026-03-01"
+    rows = [(1, day, 1), (1, day, 0), (2, day, None), (3, day, 2)]
+    frame = spark.createDataFrame(rows, "customer_id long, ds string, label int")
+    raw = json.loads(churn_features.EXPECTATIONS_PATH.read_text())
+    expectation = load_expectations({"features": raw["features"]})["features"]
+    results, _ = check_table(frame, "features", "ds=2026-03-01", expectation)
+    report = ValidationReport("features", results)
+    failed = {(r.check, r.column): r.observed for r in report.failures}
+    assert failed == {
+        ("duplicate_keys", "customer_id,ds"): 1,
+        ("null_rate", "label"): 0.25,
+        ("unknown_values", "label"): 1,
+    }
+
+
+def test_population_stability_grows_with_the_shift(spark: Any) -> None:
+    rng = np.random.default_rng(3)
+    base = spark.createDataFrame([(float(v),) for v in rng.normal(0, 1, 2000)], "x double")
+    same = spark.createDataFrame([(float(v),) for v in rng.normal(0, 1, 2000)], "x double")
+    moved = spark.createDataFrame([(float(v),) for v in rng.normal(1, 1, 2000)], "x double")
+    assert population_stability(same, base, "x") < 0.05
+    assert population_stability(moved, base, "x") > 0.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "fault"),
+    [
+        ({"t": {"colums": {}}}, "t: unknown expectation(s) colums"),
+        ({"t": {"columns": {"c": {"severity": "fatal"}}}}, "t.c: severity must be one of"),
+        ({"t": {"columns": {"c": {"max_null_rate": 2}}}}, "t.c.max_null_rate must be within"),
+        ({"t": {"drift": {"columns": ["c"], "psi": 1}}}, "t.drift: unknown expectation(s) psi"),
+    ],
+)
+def test_bad_expectations_are_named(raw: dict[str, Any], fault: str) -> None:
+    with pytest.raises(ExpectationError, match=re.escape(fault)):
+        load_expectations(raw)
+
+
+def test_a_column_the_table_lacks_is_named(spark: Any) -> None:
+    frame = spark.createDataFrame([(1,)], "customer_id long")
+    expectation = load_expectations({"t": {"columns": {"plan": {"max_null_rate": 0}}}})["t"]
+    with pytest.raises(ExpectationError, match="table t has no column"):
+        check_table(frame, "t", "ds=2026-03-01", expectation)
