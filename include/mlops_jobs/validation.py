@@ -282,49 +282,84 @@ def check_table(
 
     drift: dict[str, float] = {}
     if previous is not None:
+        columns = list(expectation.drift_columns)
+        now, before = (
+            distributions(df, columns, previous),
+            distributions(previous, columns, previous),
+        )
         if expectation.max_row_change is not None:
-            before = previous.count()
-            change = abs(rows - before) / before if before else math.inf
+            # every column's bins add up to the rows (a table without drift columns counts them)
+            before_rows = sum(before[columns[0]].values()) if columns else previous.count()
+            change = abs(rows - before_rows) / before_rows if before_rows else math.inf
             add("row_count_change", None, change, f"<= {_number(expectation.max_row_change)}",
                 expectation.row_change_severity, change <= expectation.max_row_change,
-                f"{before} -> {rows} rows")  # fmt: skip
-        for name in expectation.drift_columns:
-            score = population_stability(df, previous, name)
+                f"{before_rows} -> {rows} rows")  # fmt: skip
+        for name in columns:
+            score = stability_index(now[name], before[name])
             drift[name] = score
             add("drift_psi", name, score, f"<= {_number(expectation.max_drift)}",
                 expectation.drift_severity, score <= expectation.max_drift)  # fmt: skip
     return results, drift
 
 
-def population_stability(current: DataFrame, previous: DataFrame, column: str) -> float:
-    """PSI of ``column`` between two tables: over the previous table's deciles for numbers,
-    over the values for anything else. 0 means the same distribution; above 0.25 is commonly
-    taken as a large shift."""
+def distributions(
+    df: DataFrame, columns: list[str], reference: DataFrame
+) -> dict[str, dict[str, int]]:
+    """Row counts per bin of each column, in one pass over ``df``: numbers are binned by the
+    ``reference`` table's deciles (one more pass over it), anything else by value; NULL is a
+    bin of its own."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType
 
-    data_type = current.schema[column].dataType
-    if isinstance(data_type, NumericType):
-        probabilities = [i / DRIFT_BINS for i in range(1, DRIFT_BINS)]
-        edges = sorted(set(previous.approxQuantile(column, probabilities, 0.001)))
-        bucket = F.lit(len(edges))
-        for index, edge in reversed(list(enumerate(edges))):
-            bucket = F.when(F.col(column) <= edge, F.lit(index)).otherwise(bucket)
-        bucket = F.when(F.col(column).isNull(), F.lit(-1)).otherwise(bucket)
-    else:
-        bucket = F.coalesce(F.col(column).cast("string"), F.lit("<null>"))
+    if not columns:
+        return {}
+    numeric = [c for c in columns if isinstance(df.schema[c].dataType, NumericType)]
+    probabilities = [i / DRIFT_BINS for i in range(1, DRIFT_BINS)]
+    quantiles = reference.approxQuantile(numeric, probabilities, 0.001) if numeric else []
+    edges = {c: sorted(set(q)) for c, q in zip(numeric, quantiles, strict=True)}
+    bins = []
+    for column in columns:
+        if column in edges:
+            bucket = F.lit(len(edges[column]))
+            for index, edge in reversed(list(enumerate(edges[column]))):
+                bucket = F.when(F.col(column) <= edge, F.lit(index)).otherwise(bucket)
+            value = bucket.cast("string")
+        else:
+            value = F.col(column).cast("string")
+        value = F.when(F.col(column).isNull(), F.lit("<null>")).otherwise(value)
+        bins.append(F.struct(F.lit(column).alias("column"), value.alias("bin")))
+    counted = (
+        df.select(F.explode(F.array(*bins)).alias("b"))
+        .groupBy(F.col("b.column").alias("column"), F.col("b.bin").alias("bin"))
+        .count()
+        .collect()
+    )
+    result: dict[str, dict[str, int]] = {c: {} for c in columns}
+    for row in counted:
+        result[row["column"]][row["bin"]] = int(row["count"])
+    return result
 
-    def shares(df: DataFrame) -> dict[Any, float]:
-        counts = {r[0]: int(r[1]) for r in df.groupBy(bucket.alias("b")).count().collect()}
-        total = sum(counts.values())
-        return {k: v / total for k, v in counts.items()} if total else {}
 
-    now, before = shares(current), shares(previous)
+def stability_index(now: dict[str, int], before: dict[str, int]) -> float:
+    """The population stability index (PSI) of two binned distributions: 0 for the same
+    shares; above 0.25 is commonly taken as a large shift."""
+    total_now, total_before = sum(now.values()), sum(before.values())
+    if not total_now or not total_before:
+        return 0.0
     score = 0.0
     for key in set(now) | set(before):
-        p, q = max(now.get(key, 0.0), _EPSILON), max(before.get(key, 0.0), _EPSILON)
+        p = max(now.get(key, 0) / total_now, _EPSILON)
+        q = max(before.get(key, 0) / total_before, _EPSILON)
         score += (p - q) * math.log(p / q)
     return round(score, 6)
+
+
+def population_stability(current: DataFrame, previous: DataFrame, column: str) -> float:
+    """PSI of ``column`` between two tables (see ``distributions`` and ``stability_index``)."""
+    return stability_index(
+        distributions(current, [column], previous)[column],
+        distributions(previous, [column], previous)[column],
+    )
 
 
 def _outside(column: Any, spec: ColumnExpectation) -> Any:

@@ -212,7 +212,10 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
                     ti = context["ti"]
                     map_index = getattr(ti, "map_index", -1)
                     task = ti.task_id + (f".{map_index}" if map_index not in (None, -1) else "")
-                    digest = hashlib.sha256(str(ti.run_id).encode()).hexdigest()[:16]
+                    # Per clearing: a cleared task never reads a result (or a refusal) that
+                    # the run before the clearing left.
+                    clearing = f"{ti.run_id}:clear{_clear_number(context)}"
+                    digest = hashlib.sha256(clearing.encode()).hexdigest()[:16]
                     ds = run_ds(context.get("dag_run"), context.get("ds"))
                     uri = lake.join(
                         resolve_lake_root(), "_results", ti.dag_id, f"ds={ds}", task,
@@ -235,15 +238,6 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         if isinstance(result, dict) and result.get("retryable") is False and "error" in result:
             return f"job {self.job!r} refused its input: {result['error']}"
         return None
-
-    def discard_result(self, context: Context) -> None:
-        """Remove a result an earlier run left at this task's result location, before a new
-        run starts (a reattached run keeps its own)."""
-        from mlops_jobs import lake
-
-        location = lake.locate(self.result_location(context))
-        if location.exists():
-            location.remove()
 
     def read_result(self, context: Context) -> Any:
         """The result the job wrote, or an error naming where it was expected."""
@@ -327,7 +321,6 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
     def execute_local(self, context: Context) -> Any:
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
-        self.discard_result(context)
         self._process = ProcessGroup(command, env=self.local_environment(), tail_lines=TAIL_LINES)
         returncode = self._process.stream(lambda line: self.log.info("%s", line))
         if returncode == EXIT_BAD_INPUT:
@@ -436,7 +429,6 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         # Called by the provider only when it submits a run (never on a reattach), so the
         # package is uploaded only then.
         self.json = self.run_specification(context, self.upload_wheel())
-        self.discard_result(context)
         request = super()._prepare_submit_json(context)
         for task in request.get("tasks", []):
             # The provider forwards DAG params as named parameters; the job takes its arguments

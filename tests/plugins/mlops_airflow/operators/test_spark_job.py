@@ -269,12 +269,6 @@ def test_failed_run_raises_with_page_url_and_error_output(
     assert "TERMINATED" in message and "FAILED" in message
     assert "_committed.json is missing" in message  # the job's own error output
 
-    # A later run starts from a clean result location: the refusal of before is not its own.
-    emulator.faults.run_result = "INTERNAL_ERROR"
-    with pytest.raises(AirflowException) as raised:
-        run_to_completion(operator(backend="databricks", deferrable=deferrable), ti)
-    assert not isinstance(raised.value, JobInputError)
-
 
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_internal_error_fails_the_task(emulator: DatabricksEmulator, deferrable: bool) -> None:
@@ -404,7 +398,7 @@ def test_an_existing_cluster_gets_the_settings_as_job_arguments() -> None:
         ).run_specification(context(), "x.whl")
 
 
-def test_token_changes_with_a_clear_and_without_durability_with_the_try() -> None:
+def test_token_and_result_location_are_per_clearing() -> None:
     class DagRun:
         clear_number = 0
 
@@ -415,10 +409,13 @@ def test_token_changes_with_a_clear_and_without_durability_with_the_try() -> Non
     retry["dag_run"] = DagRun()
     assert idempotency_token(first) == idempotency_token(retry)  # durable: the same submission
     assert idempotency_token(first, durable=False) != idempotency_token(retry, durable=False)
+    assert operator().result_location(first) == operator().result_location(retry)
     cleared = DagRun()
     cleared.clear_number = 1
     retry["dag_run"] = cleared
     assert idempotency_token(first) != idempotency_token(retry)
+    # nor does a cleared task read the result (or the refusal) of the run before the clearing
+    assert operator().result_location(first) != operator().result_location(retry)
 
 
 def test_bad_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
