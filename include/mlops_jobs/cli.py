@@ -36,7 +36,12 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> int:
 def refuse(args: argparse.Namespace, err: BaseException) -> int:
     """End a job that refused its input: print the error, and write it as the job's result
     (``{"error": …, "retryable": false}``) so the task fails without retrying. Returns
-    EXIT_BAD_INPUT."""
+    EXIT_BAD_INPUT (EXIT_FAILED for a conflict with another writer, which a retry may clear)."""
+    from mlops_jobs.lake import LakeConflictError
+
+    if isinstance(err, LakeConflictError):  # another writer got in the way: a retry may succeed
+        print(f"error: {args.job}: {err}", file=sys.stderr)
+        return EXIT_FAILED
     message = f"{args.job}: {err}"
     print(f"error: {message}", file=sys.stderr)
     if getattr(args, "result_uri", None):

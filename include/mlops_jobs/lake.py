@@ -57,6 +57,10 @@ class LakeError(RuntimeError):
     """A lake path is invalid, or a box is missing, incomplete or cannot be reached."""
 
 
+class LakeConflictError(LakeError):
+    """Another writer got in the way (its sweep removed a draft); trying again may succeed."""
+
+
 # -- locations -----------------------------------------------------------------------------
 
 
@@ -360,7 +364,7 @@ class Draft:
         if self.committed is not None:
             raise LakeError(f"{self.location.uri} is already committed")
         if not data_files(self.location, suffix=""):
-            raise LakeError(
+            raise LakeConflictError(
                 f"refusing to commit {self.location.uri}: it holds no data files (nothing was "
                 "written, or another writer's sweep removed it)"
             )

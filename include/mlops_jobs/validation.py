@@ -89,6 +89,13 @@ class TableExpectation:
             if rate is not None and not 0 <= float(rate) <= 1:
                 raise ExpectationError(f"{where}.{name}.max_null_rate must be within [0, 1]")
             allowed = spec.get("allowed")
+            if allowed is not None and (
+                not isinstance(allowed, list) or any(v is None for v in allowed)
+            ):
+                raise ExpectationError(
+                    f"{where}.{name}.allowed must be a list of values without null "
+                    "(max_null_rate limits nulls)"
+                )
             columns[name] = ColumnExpectation(
                 max_null_rate=None if rate is None else float(rate),
                 allowed=None if allowed is None else tuple(allowed),
@@ -207,17 +214,20 @@ def check_table(
     partition: str,
     expectation: TableExpectation,
     previous: DataFrame | None = None,
+    partition_column: str = "ds",
 ) -> tuple[list[CheckResult], dict[str, float]]:
     """Check ``df`` (the table ``table`` read from ``partition``) against ``expectation``;
     row-count change and drift need the previous snapshot's table and are skipped without it.
+    ``partition_column`` holds each row's partition (for ``in_partition``).
 
     :return: the results and the drift score (PSI) of each drift column
     """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType
 
     needed = {*expectation.key, *expectation.columns, *expectation.drift_columns}
     if expectation.in_partition:
-        needed.add(expectation.in_partition)
+        needed |= {expectation.in_partition, partition_column}
     missing = sorted(needed - set(df.columns))
     if missing:
         raise ExpectationError(f"table {table} has no column(s) {', '.join(missing)}")
@@ -225,16 +235,29 @@ def check_table(
     for name, spec in expectation.columns.items():
         column = F.col(name)
         if spec.max_null_rate is not None:
-            metrics[f"nulls:{name}"] = F.sum(column.isNull().cast("long"))
+            missing_value = column.isNull()
+            if isinstance(df.schema[name].dataType, (DoubleType, FloatType)):
+                missing_value = missing_value | F.isnan(column)
+            metrics[f"nulls:{name}"] = F.sum(missing_value.cast("long"))
         if spec.allowed is not None:
             unknown = column.isNotNull() & ~column.isin(list(spec.allowed))
             metrics[f"unknown:{name}"] = F.sum(unknown.cast("long"))
         if spec.min is not None or spec.max is not None:
             metrics[f"bounds:{name}"] = F.sum(_outside(column, spec).cast("long"))
     if expectation.key:
+        # count(DISTINCT a, b) skips rows with a NULL key: they are counted on their own
+        null_key = F.lit(False)
+        for key in expectation.key:
+            null_key = null_key | F.col(key).isNull()
+        metrics["null_keys"] = F.sum(null_key.cast("long"))
         metrics["distinct_keys"] = F.count_distinct(*[F.col(k) for k in expectation.key])
-    if expectation.in_partition and "ds" in df.columns:
-        outside = F.to_date(F.col(expectation.in_partition)) != F.to_date(F.col("ds"))
+    if expectation.in_partition:
+        # a missing or unreadable day or partition value counts as outside
+        day = F.to_date(F.col(expectation.in_partition))
+        partition_day = F.to_date(
+            F.try_to_timestamp(F.col(partition_column).cast("string"), F.lit("yyyy-MM-dd"))
+        )
+        outside = F.coalesce(day != partition_day, F.lit(True))
         metrics["outside_partition"] = F.sum(outside.cast("long"))
     row = df.agg(*[expr.alias(name) for name, expr in metrics.items()]).first()
     observed = {name: (row[name] if row is not None else None) or 0 for name in metrics}
@@ -272,27 +295,34 @@ def check_table(
             bounds = f"[{low}, {high}]"
             add("out_of_range", name, count, f"0 outside {bounds}", spec.severity, count == 0)
     if expectation.key:
-        duplicates = rows - int(observed["distinct_keys"])
-        add("duplicate_keys", ",".join(expectation.key), duplicates, "0",
-            expectation.key_severity, duplicates == 0)  # fmt: skip
+        keys = ",".join(expectation.key)
+        null_keys = int(observed["null_keys"])
+        add("null_keys", keys, null_keys, "0", expectation.key_severity, null_keys == 0)
+        duplicates = rows - null_keys - int(observed["distinct_keys"])
+        add("duplicate_keys", keys, duplicates, "0", expectation.key_severity, duplicates == 0)
     if "outside_partition" in observed:
         count = int(observed["outside_partition"])
-        add("outside_partition", expectation.in_partition, count, "0 (day = ds)",
-            expectation.in_partition_severity, count == 0)  # fmt: skip
+        add("outside_partition", expectation.in_partition, count,
+            f"0 (day = {partition_column})", expectation.in_partition_severity,
+            count == 0)  # fmt: skip
 
     drift: dict[str, float] = {}
     if previous is not None:
-        columns = list(expectation.drift_columns)
-        now, before = (
-            distributions(df, columns, previous),
-            distributions(previous, columns, previous),
-        )
+        columns = [c for c in expectation.drift_columns if c in previous.columns]
+        for name in expectation.drift_columns:
+            if name not in columns:
+                add("drift_psi", name, None, f"<= {_number(expectation.max_drift)}",
+                    expectation.drift_severity, False,
+                    "the previous snapshot has no such column")  # fmt: skip
+        edges = bin_edges(previous, columns)
+        now, before = distributions(df, columns, edges), distributions(previous, columns, edges)
         if expectation.max_row_change is not None:
             # every column's bins add up to the rows (a table without drift columns counts them)
             before_rows = sum(before[columns[0]].values()) if columns else previous.count()
-            change = abs(rows - before_rows) / before_rows if before_rows else math.inf
+            change = abs(rows - before_rows) / before_rows if before_rows else None
             add("row_count_change", None, change, f"<= {_number(expectation.max_row_change)}",
-                expectation.row_change_severity, change <= expectation.max_row_change,
+                expectation.row_change_severity,
+                change is not None and change <= expectation.max_row_change,
                 f"{before_rows} -> {rows} rows")  # fmt: skip
         for name in columns:
             score = stability_index(now[name], before[name])
@@ -302,21 +332,27 @@ def check_table(
     return results, drift
 
 
-def distributions(
-    df: DataFrame, columns: list[str], reference: DataFrame
-) -> dict[str, dict[str, int]]:
-    """Row counts per bin of each column, in one pass over ``df``: numbers are binned by the
-    ``reference`` table's deciles (one more pass over it), anything else by value; NULL is a
-    bin of its own."""
-    from pyspark.sql import functions as F
+def bin_edges(reference: DataFrame, columns: list[str]) -> dict[str, list[float]]:
+    """The deciles of ``reference``'s numeric ``columns`` (one pass): the drift bins."""
     from pyspark.sql.types import NumericType
+
+    numeric = [c for c in columns if isinstance(reference.schema[c].dataType, NumericType)]
+    if not numeric:
+        return {}
+    probabilities = [i / DRIFT_BINS for i in range(1, DRIFT_BINS)]
+    quantiles = reference.approxQuantile(numeric, probabilities, 0.001)
+    return {c: sorted(set(q)) for c, q in zip(numeric, quantiles, strict=True)}
+
+
+def distributions(
+    df: DataFrame, columns: list[str], edges: dict[str, list[float]]
+) -> dict[str, dict[str, int]]:
+    """Row counts per bin of each column, in one pass over ``df``: numbers are binned by
+    ``edges`` (``bin_edges``), anything else by value; NULL is a bin of its own."""
+    from pyspark.sql import functions as F
 
     if not columns:
         return {}
-    numeric = [c for c in columns if isinstance(df.schema[c].dataType, NumericType)]
-    probabilities = [i / DRIFT_BINS for i in range(1, DRIFT_BINS)]
-    quantiles = reference.approxQuantile(numeric, probabilities, 0.001) if numeric else []
-    edges = {c: sorted(set(q)) for c, q in zip(numeric, quantiles, strict=True)}
     bins = []
     for column in columns:
         if column in edges:
@@ -356,9 +392,10 @@ def stability_index(now: dict[str, int], before: dict[str, int]) -> float:
 
 def population_stability(current: DataFrame, previous: DataFrame, column: str) -> float:
     """PSI of ``column`` between two tables (see ``distributions`` and ``stability_index``)."""
+    edges = bin_edges(previous, [column])
     return stability_index(
-        distributions(current, [column], previous)[column],
-        distributions(previous, [column], previous)[column],
+        distributions(current, [column], edges)[column],
+        distributions(previous, [column], edges)[column],
     )
 
 

@@ -49,10 +49,17 @@ class EvaluateRequest:
 
 def load_probabilities(model_uri: str, inputs: dict[str, np.ndarray], what: str) -> np.ndarray:
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         model = mlflow.pyfunc.load_model(model_uri)
         return predict_probabilities(model, inputs)
+    except (OSError, ConnectionError, TimeoutError):
+        raise  # the store or the network failed: a retry may succeed
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise EvaluationError(f"{what} ({model_uri}) cannot be loaded: {err.message}") from err
     except Exception as err:
         raise EvaluationError(f"{what} ({model_uri}) cannot score the test split: {err}") from err
 

@@ -416,7 +416,12 @@ def validate_snapshot(
     and distributions with the previous day's snapshot when there is one; print the results
     as a table and raise ``DataValidationError`` when a ``fail`` check fails."""
     from mlops_jobs.spark.session import get_spark
-    from mlops_jobs.validation import ValidationReport, check_table, load_expectations
+    from mlops_jobs.validation import (
+        CheckResult,
+        ValidationReport,
+        check_table,
+        load_expectations,
+    )
 
     raw = json.loads(Path(expectations_path or EXPECTATIONS_PATH).read_text())
     expectations = load_expectations(raw.get("snapshot", {}))
@@ -429,12 +434,26 @@ def validate_snapshot(
         if previous is not None and alias in previous.manifest.get("tables", {}):
             path = previous.path(previous.manifest["tables"][alias]["path"]).spark
             before = get_spark("churn-features").read.parquet(path)
+        table = box.manifest.get("tables", {}).get(alias, {})
         results, drift = check_table(
-            df, alias, _partition_label(box, alias), expectations[alias], before
+            df,
+            alias,
+            _partition_label(box, alias),
+            expectations[alias],
+            before,
+            partition_column=table.get("partition_column") or "ds",
         )
         report.results.extend(results)
         if drift:
             report.drift[alias] = drift
+    if previous is None:
+        report.results.append(
+            CheckResult(
+                "previous_snapshot", "*", f"ds={box.manifest.get('ds')}", None, None,
+                "the day before's snapshot", "warn", False,
+                "none committed: row-count change and drift not checked",
+            )
+        )  # fmt: skip
     compared = f"compared with {previous.uri}" if previous else "no previous snapshot to compare"
     print(f"data validation of {report.subject} ({compared}):\n{report.table()}", flush=True)
     report.raise_for_failures()

@@ -231,9 +231,13 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         its result), else None."""
         from mlops_jobs import lake
 
+        uri = self.result_location(context)
         try:
-            result = json.loads(lake.locate(self.result_location(context)).read_text())
-        except (FileNotFoundError, ValueError):
+            result = json.loads(lake.locate(uri).read_text())
+        except FileNotFoundError:
+            return None
+        except Exception as err:  # the run's own error is what the task reports then
+            self.log.warning("Could not read the job's result at %s: %s", uri, err)
             return None
         if isinstance(result, dict) and result.get("retryable") is False and "error" in result:
             return f"job {self.job!r} refused its input: {result['error']}"
@@ -248,6 +252,9 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             result = json.loads(lake.locate(uri).read_text())
         except FileNotFoundError:
             raise SparkJobError(f"job {self.job!r} wrote no result to {uri}") from None
+        if isinstance(result, dict) and result.get("retryable") is False and "error" in result:
+            raise SparkJobError(f"job {self.job!r} reported success but its result is an error "
+                                f"(from an earlier run?): {result['error']}")  # fmt: skip
         if not self.result_uri:
             self.expire_results(context)
         return self.process_result(context, result)
@@ -323,11 +330,9 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         self.log.info("Running locally: %s", " ".join(command))
         self._process = ProcessGroup(command, env=self.local_environment(), tail_lines=TAIL_LINES)
         returncode = self._process.stream(lambda line: self.log.info("%s", line))
-        if returncode == EXIT_BAD_INPUT:
-            raise JobInputError(
-                self.refusal(context)
-                or f"job {self.job!r} refused its input; last lines:\n{self._process.tail}"
-            )
+        refusal = self.refusal(context) if returncode == EXIT_BAD_INPUT else None
+        if refusal is not None:
+            raise JobInputError(f"{refusal}; last lines:\n{self._process.tail}")
         if returncode != 0:
             raise SparkJobError(
                 f"job {self.job!r} failed on the local backend with exit code {returncode}; "

@@ -119,7 +119,7 @@ def test_severity_warn_reports_without_failing(tmp_path: Path, spark: Any) -> No
 
 def test_feature_set_checks_labels_and_keys(spark: Any) -> None:
     day = "2026-03-01"
-    rows = [(1, day, 1), (1, day, 0), (2, day, None), (3, day, 2)]
+    rows = [(1, day, 1), (1, day, 0), (2, day, None), (3, day, 2), (None, day, 0)]
     frame = spark.createDataFrame(rows, "customer_id long, ds string, label int")
     raw = json.loads(churn_features.EXPECTATIONS_PATH.read_text())
     expectation = load_expectations({"features": raw["features"]})["features"]
@@ -127,10 +127,40 @@ def test_feature_set_checks_labels_and_keys(spark: Any) -> None:
     report = ValidationReport("features", results)
     failed = {(r.check, r.column): r.observed for r in report.failures}
     assert failed == {
+        ("null_keys", "customer_id,ds"): 1,  # not also counted as a duplicate
         ("duplicate_keys", "customer_id,ds"): 1,
-        ("null_rate", "label"): 0.25,
+        ("null_rate", "label"): 0.2,
         ("unknown_values", "label"): 1,
     }
+
+
+def test_nan_counts_as_missing_and_days_outside_their_partition_are_found(spark: Any) -> None:
+    rows = [
+        (1, "2026-03-01 10:00:00", "2026-03-01", 5.0),
+        (2, "2026-03-02 00:00:01", "2026-03-01", float("nan")),  # the next day
+        (3, None, "2026-03-01", 1.0),  # no time at all
+        (4, "2026-03-01 23:59:59", "not-a-day", 2.0),  # an unreadable partition value
+    ]
+    frame = spark.createDataFrame(rows, "id long, t string, ds string, amount double").selectExpr(
+        "id", "to_timestamp(t) AS t", "ds", "amount"
+    )
+    expectation = load_expectations(
+        {"e": {"columns": {"amount": {"max_null_rate": 0}}, "in_partition": {"column": "t"}}}
+    )["e"]
+    results, _ = check_table(frame, "e", "ds=2026-03-01", expectation)
+    failed = {r.check: r.observed for r in results if not r.passed}
+    assert failed == {"null_rate": 0.25, "outside_partition": 3}
+
+
+def test_drift_on_a_column_the_previous_snapshot_lacks_is_a_warning(spark: Any) -> None:
+    now = spark.createDataFrame([("a", 1.0), ("b", 2.0)], "plan string, fee double")
+    before = spark.createDataFrame([("a",), ("b",)], "plan string")
+    expectation = load_expectations({"t": {"drift": {"columns": ["plan", "fee"]}}})["t"]
+    results, drift = check_table(now, "t", "ds=2026-03-01", expectation, before)
+    assert drift == {"plan": 0.0}
+    (missing,) = [r for r in results if r.column == "fee"]
+    assert missing.severity == "warn" and not missing.passed
+    assert "previous snapshot has no such column" in missing.describe()
 
 
 def test_population_stability_grows_with_the_shift(spark: Any) -> None:
@@ -149,6 +179,7 @@ def test_population_stability_grows_with_the_shift(spark: Any) -> None:
         ({"t": {"columns": {"c": {"severity": "fatal"}}}}, "t.c: severity must be one of"),
         ({"t": {"columns": {"c": {"max_null_rate": 2}}}}, "t.c.max_null_rate must be within"),
         ({"t": {"drift": {"columns": ["c"], "psi": 1}}}, "t.drift: unknown expectation(s) psi"),
+        ({"t": {"columns": {"c": {"allowed": [0, None]}}}}, "t.c.allowed must be a list of values"),
     ],
 )
 def test_bad_expectations_are_named(raw: dict[str, Any], fault: str) -> None:

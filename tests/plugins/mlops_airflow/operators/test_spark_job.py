@@ -142,6 +142,14 @@ def test_local_failure_reports_the_jobs_error(lake_root: Path) -> None:
     assert not out.exists()
 
 
+def test_exit_code_2_without_a_refusal_stays_retryable(lake_root: Path) -> None:
+    """spark-submit and argparse exit 2 too: only a refusal the job wrote is final."""
+    with pytest.raises(SparkJobError) as raised:
+        operator("churn-features", "--no-such-option", backend="local").execute(context())
+    assert not isinstance(raised.value, AirflowFailException)
+    assert "exit code 2" in str(raised.value)
+
+
 def test_local_job_gets_only_the_job_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgresql://user:secret@db/warehouse")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:pw@db/airflow")
