@@ -42,6 +42,8 @@ DEFAULT_WHEEL_DIR = "/Volumes/main/mlops/artifacts/wheels"
 CLUSTER_ENVIRONMENT_VARIABLE = "mlops_databricks_env"
 CLUSTER_ENVIRONMENT_ENV = "MLOPS_DATABRICKS_ENV"
 TAIL_LINES = 40
+# How a job's error line starts (``mlops_jobs.cli``).
+JOB_ERROR_PREFIX = "error: "
 DEFAULT_RUN_TIMEOUT = timedelta(hours=4)
 # Settings the jobs read (``mlops_jobs``); the local backend passes these on and nothing else
 # from the worker's environment, so connections, the metadata database and secrets stay behind.
@@ -329,14 +331,24 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         command = self.local_command(context)
         self.log.info("Running locally: %s", " ".join(command))
         self._process = ProcessGroup(command, env=self.local_environment(), tail_lines=TAIL_LINES)
-        returncode = self._process.stream(lambda line: self.log.info("%s", line))
+        # The job's own error line ("error: <job>: …") leads the task's error: output that
+        # other processes print after it (a peer worker's traceback) may push it out of the tail.
+        errors: list[str] = []
+
+        def on_line(line: str) -> None:
+            self.log.info("%s", line)
+            if line.startswith(JOB_ERROR_PREFIX) and not errors:
+                errors.append(line.removeprefix(JOB_ERROR_PREFIX))
+
+        returncode = self._process.stream(on_line)
         refusal = self.refusal(context) if returncode == EXIT_BAD_INPUT else None
         if refusal is not None:
             raise JobInputError(f"{refusal}; last lines:\n{self._process.tail}")
         if returncode != 0:
+            cause = f": {errors[0]}" if errors else ""
             raise SparkJobError(
-                f"job {self.job!r} failed on the local backend with exit code {returncode}; "
-                "last lines:\n" + self._process.tail
+                f"job {self.job!r} failed on the local backend with exit code {returncode}"
+                f"{cause}; last lines:\n{self._process.tail}"
             )
         return self.read_result(context)
 
