@@ -5,9 +5,10 @@ Scores every active customer with the current `churn@champion` and writes the pr
 to Hive, `ml.churn_predictions`, partition `ds`. Runs daily and whenever the champion changes
 (Asset `churn_model`, emitted by a promotion in `churn_training` or by `churn_model_rollback`).
 
-1. **wait_for_partitions**: `raw.events` has every daily partition of the lookback window.
-2. **extract_snapshot**: `raw.customers` and those `raw.events` partitions, checked against the
-   contract and exported to `{lake}/churn/scoring_snapshots/ds=…/`.
+1. **wait_for_partitions**: `raw.events` has every daily partition of the lookback window and
+   `raw.customers` the snapshot of the day before `ds`.
+2. **extract_snapshot**: those partitions, checked against the contract and exported to
+   `{lake}/churn/scoring_snapshots/ds=…/`.
 3. **build_features**: the same Spark feature code as training, in inference mode: every
    customer who signed up before `ds`, no label (`{lake}/churn/inference_features/ds=…/`).
 4. **score**: the champion's version is resolved once; Spark scores every customer with it

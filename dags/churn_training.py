@@ -4,7 +4,8 @@
 Trains the churn model for one day (`ds`) from the Hive warehouse:
 
 1. **wait_for_partitions**: waits (reschedule mode) until `raw.events` has every daily partition
-   of the lookback window before `ds` and `raw.churn_labels` has the partition `ds`.
+   of the lookback window before `ds`, `raw.customers` the snapshot of the day before `ds` (the
+   attributes as of the cutoff) and `raw.churn_labels` the partition `ds`.
 2. **extract_snapshot**: checks `raw.customers`, `raw.events` and `raw.churn_labels` against the
    pipeline's contract, exports the needed partitions server-side as Parquet, reconciles row
    counts and publishes `{lake}/churn/snapshots/ds=…/` with a `manifest.json` (Asset

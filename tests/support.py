@@ -57,12 +57,17 @@ def write_demo_snapshot(
 ) -> str:
     """A snapshot box as the extraction stage publishes it for ``ds`` (default: the demo's last
     day), written straight from the generator (for tests of later stages that should not need
-    HiveServer2). The features job keeps only the events before ``ds``. ``tamper`` may change
-    the pandas frames (by table alias) before they are written. Returns the box's URI."""
+    HiveServer2): each table holds the partitions its contract's window reads. ``tamper`` may
+    change the pandas frames (by table alias) before they are written. Returns the box's URI."""
     ds = ds or spec.end_ds
     data = generate(spec)
-    labels = data.labels[data.labels["ds"] == ds]
-    frames = {"customers": data.customers, "events": data.events, "churn_labels": labels}
+    frames = {"customers": data.customers, "events": data.events, "churn_labels": data.labels}
+    for contract in CHURN_SOURCES:
+        bounds = contract.partition_range(ds, lookback_days)
+        if bounds is not None:
+            frame = frames[contract.alias]
+            within = frame[contract.partition_column].between(*bounds)
+            frames[contract.alias] = frame[within].reset_index(drop=True)
     if tamper is not None:
         tamper(frames)
     box = lake.box_uri(str(lake_root), "churn/snapshots", ds)

@@ -28,6 +28,9 @@ class PartitionWindow(StrEnum):
     NONE = "none"  # not partitioned: the whole table
     CURRENT = "current"  # ds = run ds
     LOOKBACK = "lookback"  # run ds - lookback <= ds < run ds (strictly before the cutoff)
+    # ds = run ds - 1: a daily snapshot of a dimension, taken at the end of its day, so the
+    # newest one before the run's cutoff holds the state as of that cutoff.
+    AS_OF = "as_of"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class TableContract:
             return None
         if self.window is PartitionWindow.CURRENT:
             return ds, ds
+        if self.window is PartitionWindow.AS_OF:
+            before = (day - dt.timedelta(days=1)).isoformat()
+            return before, before
         if lookback_days < 1:
             raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
         first = day - dt.timedelta(days=lookback_days)

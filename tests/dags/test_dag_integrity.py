@@ -144,7 +144,7 @@ def test_scoring_ds_comes_from_the_param_the_logical_date_or_run_after(dagbag: D
         assert extract.ds == expected
         first = (dt.date.fromisoformat(expected) - dt.timedelta(days=7)).isoformat()
         last = (dt.date.fromisoformat(expected) - dt.timedelta(days=1)).isoformat()
-        assert wait.partitions == {"raw.events": [first, last]}
+        assert wait.partitions == {"raw.customers": [last, last], "raw.events": [first, last]}
 
 
 def test_churn_model_rollback_shape(dagbag: DagBag) -> None:
@@ -166,6 +166,7 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
 
     wait.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
     assert wait.partitions == {
+        "raw.customers": ["2026-02-28", "2026-02-28"],
         "raw.events": ["2026-02-22", "2026-02-28"],
         "raw.churn_labels": ["2026-03-01", "2026-03-01"],
     }

@@ -2,8 +2,9 @@
 
 Every transform is pure (``DataFrame -> DataFrame``, inputs untouched); ``run`` does the I/O.
 A label for day ``ds`` sees only events strictly before its cutoff (``ds`` 00:00 UTC) and within
-the longest window; customer attributes are as of the snapshot. The train/valid/test split is a
-function of a SHA-256 of the customer id, so it is the same in every run and every engine.
+the longest window, and customer attributes from the newest daily snapshot before the cutoff.
+The train/valid/test split is a function of a SHA-256 of the customer id, so it is the same in
+every run and every engine.
 """
 
 from __future__ import annotations
@@ -224,8 +225,30 @@ def event_features(events: DataFrame, labels: DataFrame, config: FeatureConfig) 
     return features.drop(*[f"days_mask_{k}" for k in range(words)])
 
 
+def attributes_as_of(customers: DataFrame, labels: DataFrame) -> DataFrame:
+    """Each label's customer row from the newest daily snapshot before the label's ``ds``.
+
+    ``customers`` holds daily snapshots (its ``ds`` is the day whose end the row describes),
+    so a snapshot dated ``ds - 1`` is the state at the label's cutoff; rows of the label's own
+    day or later (a plan changed because the customer churned) are never used.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    snapshots = customers.withColumnRenamed("ds", "snapshot_ds")
+    newest_first = Window.partitionBy("customer_id", "ds").orderBy(F.desc("snapshot_ds"))
+    return (
+        labels.select("customer_id", "ds")
+        .join(snapshots, "customer_id")
+        .where(F.col("snapshot_ds") < F.col("ds"))
+        .withColumn("_newest", F.row_number().over(newest_first))
+        .where(F.col("_newest") == 1)
+        .drop("_newest", "snapshot_ds")
+    )
+
+
 def attribute_features(customers: DataFrame, labels: DataFrame, config: FeatureConfig) -> DataFrame:
-    """Tenure at the label date and the customer's attributes."""
+    """Tenure at the label date and the customer's attributes as of the label's cutoff."""
     from pyspark.sql import functions as F
 
     columns = [
@@ -234,11 +257,7 @@ def attribute_features(customers: DataFrame, labels: DataFrame, config: FeatureC
         *[F.col(c).cast("int").alias(c) for c in config.boolean],
         *[F.col(c).cast("string").alias(c) for c in config.categorical],
     ]
-    return (
-        labels.select("customer_id", "ds")
-        .join(customers, "customer_id")
-        .select("customer_id", "ds", *columns)
-    )
+    return attributes_as_of(customers, labels).select("customer_id", "ds", *columns)
 
 
 def split_column(fractions: dict[str, float]) -> Column:
@@ -291,12 +310,14 @@ def build_churn_features(
 
 
 def scoring_population(customers: DataFrame, ds: str) -> DataFrame:
-    """The customers to score as of ``ds``: everyone who signed up strictly before it (as for
-    labels), with ``ds`` as their row's date."""
+    """The customers to score as of ``ds``: everyone in a snapshot before ``ds`` who signed up
+    strictly before it (as for labels), with ``ds`` as their row's date."""
     from pyspark.sql import functions as F
 
-    return customers.where(F.col("signup_date") < F.to_date(F.lit(ds))).select(
-        "customer_id", F.lit(ds).alias("ds")
+    return (
+        customers.where((F.col("ds") < F.lit(ds)) & (F.col("signup_date") < F.to_date(F.lit(ds))))
+        .select("customer_id", F.lit(ds).alias("ds"))
+        .distinct()
     )
 
 
@@ -315,7 +336,7 @@ class SnapshotError(ValueError):
 
 
 REQUIRED_COLUMNS = {
-    "customers": ("customer_id", "signup_date"),
+    "customers": ("customer_id", "signup_date", "ds"),
     "events": ("customer_id", "event_time", "event_type", "channel", "amount"),
     "churn_labels": ("customer_id", "ds"),
 }

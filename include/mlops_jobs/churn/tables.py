@@ -22,6 +22,9 @@ CUSTOMERS = TableContract(
         ("monthly_fee", "double"),
         ("is_autopay", "boolean"),
     ),
+    # A daily snapshot per ds (the state at the end of that day): attributes are read as of
+    # the run's cutoff, so plans or autopay changed on or after the label's day never leak in.
+    window=PartitionWindow.AS_OF,
 )
 
 EVENTS = TableContract(

@@ -7,6 +7,11 @@ autopay). Because the pipeline can observe all of these, ``p`` is the Bayes-opti
 AUC of ``p`` against the drawn labels is the best AUC any model can reach. ``p`` is kept in a
 separate truth table that the pipeline never reads.
 
+Customers are a daily snapshot (``ds``: the state at the end of that day). Plans change now and
+then, and a customer who churns on a day often cancels autopay the same day: a job that read
+attributes from on or after the label's day would see that change. The probability for day ``d``
+uses the state at the end of ``d - 1``, the newest snapshot before the cutoff.
+
 ``drift`` (0..1) blends the coefficients towards a different relationship from ``drift_start`` on,
 so a model trained before the drift is worse afterwards.
 """
@@ -24,6 +29,11 @@ from mlops_jobs.churn.tables import CHANNELS, EVENT_TYPES, PLANS, REGIONS
 ACTIVITY_DAYS = 14
 SUPPORT_DAYS = 30
 SPEND_DAYS = 30
+PLAN_MIX = (0.45, 0.35, 0.20)
+BASE_FEES = (9.99, 19.99, 39.99)  # per plan, in PLANS order
+PLAN_SWITCH_RATE = 0.003  # per customer and day: a new plan drawn from PLAN_MIX
+AUTOPAY_CANCEL_ON_CHURN = 0.15  # share of churners who cancel autopay on their churn day
+AUTOPAY_ENROLL_RATE = 0.015  # per customer without autopay and day
 
 BASE_COEFFICIENTS = {
     "intercept": 0.6,
@@ -76,7 +86,7 @@ class DemoSpec:
 
 @dataclass(frozen=True)
 class DemoData:
-    customers: pd.DataFrame
+    customers: pd.DataFrame  # one row per customer and ds from their signup day on
     events: pd.DataFrame
     labels: pd.DataFrame
     truth: pd.DataFrame
@@ -131,24 +141,11 @@ def generate(spec: DemoSpec) -> DemoData:
     customer_id = np.arange(1, n + 1, dtype=np.int64) * 7919 % 1_000_003
     signup_offset = rng.integers(-4 * 365, days - 1, size=n)  # days relative to the first day
     signup = np.array([first_day + dt.timedelta(days=int(o)) for o in signup_offset])
-    plan = rng.choice(PLANS, size=n, p=[0.45, 0.35, 0.20])
+    plan_index = rng.choice(len(PLANS), size=n, p=PLAN_MIX)
     region = rng.choice(REGIONS, size=n)
     age = rng.integers(18, 80, size=n).astype(np.int32)
-    fee = np.select(
-        [plan == "basic", plan == "standard"], [9.99, 19.99], default=39.99
-    ) + rng.normal(0, 1.5, size=n).round(2)
+    fee_offset = rng.normal(0, 1.5, size=n).round(2)
     autopay = rng.random(n) < 0.55
-    customers = pd.DataFrame(
-        {
-            "customer_id": customer_id,
-            "signup_date": signup,
-            "plan": plan,
-            "region": region,
-            "age": age,
-            "monthly_fee": fee.round(2),
-            "is_autopay": autopay,
-        }
-    )
 
     # Daily event counts per customer; engagement varies a lot between customers.
     engagement = rng.gamma(shape=1.2, scale=1.0, size=n)
@@ -159,7 +156,7 @@ def generate(spec: DemoSpec) -> DemoData:
         [
             np.full(n, 0.55),
             np.full(n, 0.25),
-            0.08 + 0.12 * autopay,
+            0.08 + 0.12 * autopay,  # as at the start: a lasting habit
             0.02 + 0.10 * rng.beta(1.0, 4.0, size=n),
         ],
         axis=1,
@@ -210,9 +207,14 @@ def generate(spec: DemoSpec) -> DemoData:
     spent = window_before(spend, SPEND_DAYS)
     tenure_years = np.clip((np.arange(days)[None, :] - signup_offset[:, None]) / 365.25, 0, 5)
 
-    label_frames, truth_frames = [], []
+    plans = np.asarray(PLANS)
+    fees = np.asarray(BASE_FEES)
+    label_frames, truth_frames, customer_frames = [], [], []
     for j, day in enumerate(dates):
+        # plan_index and autopay hold the state at the end of the day before: what the
+        # pipeline may see for a label of this day.
         c = coefficients(spec, day)
+        plan = plans[plan_index]
         probability = churn_probability(
             c, activity[:, j], tickets[:, j], spent[:, j], tenure_years[:, j], autopay, plan
         )
@@ -234,6 +236,28 @@ def generate(spec: DemoSpec) -> DemoData:
                 }
             )
         )
+        # What changes during the day, seen first in this day's snapshot.
+        switch = rng.random(n) < PLAN_SWITCH_RATE
+        plan_index = np.where(switch, rng.choice(len(PLANS), size=n, p=PLAN_MIX), plan_index)
+        cancel = eligible & (churned == 1) & (rng.random(n) < AUTOPAY_CANCEL_ON_CHURN)
+        enroll = rng.random(n) < AUTOPAY_ENROLL_RATE
+        autopay = np.where(cancel, False, autopay | enroll)
+        signed_up = signup_offset <= j
+        customer_frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": customer_id[signed_up],
+                    "signup_date": signup[signed_up],
+                    "plan": plans[plan_index][signed_up],
+                    "region": region[signed_up],
+                    "age": age[signed_up],
+                    "monthly_fee": (fees[plan_index] + fee_offset)[signed_up].round(2),
+                    "is_autopay": autopay[signed_up],
+                    "ds": ds,
+                }
+            )
+        )
+    customers = pd.concat(customer_frames, ignore_index=True)
     labels = pd.concat(label_frames, ignore_index=True)
     truth = pd.concat(truth_frames, ignore_index=True)
     return DemoData(customers=customers, events=events, labels=labels, truth=truth)

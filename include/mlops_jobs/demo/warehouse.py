@@ -82,7 +82,11 @@ def write_truth(data: DemoData, spec: DemoSpec, truth_dir: Path) -> dict[str, An
     data.truth.to_parquet(truth_dir / "churn_probability.parquet", index=False)
     summary = {
         "spec": spec.__dict__,
-        "rows": {"customers": len(data.customers), "events": len(data.events)},
+        "rows": {
+            "customers": int(data.customers["customer_id"].nunique()),
+            "customer_snapshots": len(data.customers),
+            "events": len(data.events),
+        },
         "label_rows": len(data.labels),
         "churn_rate": float(data.labels["churned"].mean()),
         "bayes_auc": bayes_auc(data.truth),

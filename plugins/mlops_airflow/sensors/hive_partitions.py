@@ -134,6 +134,8 @@ def partition_templates(
     for contract in sources:
         if contract.window is PartitionWindow.CURRENT:
             ranges[str(contract.table)] = [f"{{{{ {ds} }}}}", f"{{{{ {ds} }}}}"]
+        elif contract.window is PartitionWindow.AS_OF:
+            ranges[str(contract.table)] = [f"{{{{ macros.ds_add({ds}, -1) }}}}"] * 2
         elif contract.window is PartitionWindow.LOOKBACK:
             ranges[str(contract.table)] = [
                 f"{{{{ macros.ds_add({ds}, -({lookback})) }}}}",

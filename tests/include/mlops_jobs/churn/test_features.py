@@ -27,7 +27,8 @@ def frames(spark: Any, customers: pd.DataFrame, events: pd.DataFrame, labels: pd
     )
 
 
-def customer(cid: int, signup: str = "2024-01-01") -> dict[str, Any]:
+def customer(cid: int, signup: str = "2024-01-01", ds: str = "2026-02-28", **attributes: Any):
+    """A row of the daily customer snapshot of ``ds`` (the state at the end of that day)."""
     return {
         "customer_id": cid,
         "signup_date": dt.date.fromisoformat(signup),
@@ -36,6 +37,8 @@ def customer(cid: int, signup: str = "2024-01-01") -> dict[str, Any]:
         "age": 40,
         "monthly_fee": 9.99,
         "is_autopay": True,
+        "ds": ds,
+        **attributes,
     }
 
 
@@ -105,6 +108,35 @@ def test_future_events_never_leak_into_features(spark: Any) -> None:
     assert clean.loc[1, "events_90d"] == 1
 
 
+def test_attributes_from_or_after_the_label_day_never_leak_into_features(spark: Any) -> None:
+    """Plant customer snapshots of the label's day and later (the customer downgraded and
+    cancelled autopay because they churned) and an older one; features must use the newest
+    snapshot before the cutoff, as without the planted rows."""
+    labels = [{"customer_id": 1, "ds": DS, "churned": 1}]
+    events = [event(1, "2026-02-20 10:00")]
+    as_of = customer(1, plan="premium", monthly_fee=39.99, is_autopay=True)
+    planted = [
+        customer(1, ds=DS, plan="basic", monthly_fee=9.99, is_autopay=False),
+        customer(1, ds="2026-03-02", plan="basic", monthly_fee=9.99, is_autopay=False),
+        customer(1, ds="2026-02-10", plan="standard", monthly_fee=19.99, is_autopay=False),
+    ]
+    clean = build(spark, [as_of], events, labels)
+    leaked = build(spark, [as_of, *planted], events, labels)
+    pd.testing.assert_frame_equal(clean, leaked)
+    row = clean.loc[1]
+    assert (row["plan"], row["monthly_fee"], row["is_autopay"]) == ("premium", 39.99, 1)
+
+
+def test_labels_without_an_earlier_snapshot_of_their_customer_get_no_row(spark: Any) -> None:
+    """A customer first seen in the label day's snapshot signed up that day: no label row."""
+    labels = [
+        {"customer_id": 1, "ds": DS, "churned": 0},
+        {"customer_id": 2, "ds": DS, "churned": 0},
+    ]
+    result = build(spark, [customer(1), customer(2, ds=DS)], [event(1, "2026-02-20 10:00")], labels)
+    assert list(result.index) == [1]
+
+
 def test_snapshot_shorter_than_the_longest_window_is_refused(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,7 +159,7 @@ def reference_features(
     """An independent pandas implementation of the feature definitions."""
     rows = []
     by_customer = dict(tuple(events.groupby("customer_id")))
-    attributes = customers.set_index("customer_id")
+    snapshots = customers.sort_values("ds")
     for label in labels.itertuples(index=False):
         cutoff = pd.Timestamp(label.ds)
         history = by_customer.get(label.customer_id, events.iloc[0:0])
@@ -157,7 +189,10 @@ def reference_features(
             )
         for a, b in config.trends:
             row[f"trend_events_{a}d_{b}d"] = row[f"events_{a}d"] / a - row[f"events_{b}d"] / b
-        info = attributes.loc[label.customer_id]
+        known = snapshots[
+            (snapshots["customer_id"] == label.customer_id) & (snapshots["ds"] < label.ds)
+        ]
+        info = known.iloc[-1]  # as of the cutoff: the newest snapshot before the label's day
         row["tenure_days"] = (dt.date.fromisoformat(label.ds) - info["signup_date"]).days
         for c in config.numeric:
             row[c] = float(info[c])

@@ -14,9 +14,9 @@ def test_lookback_window_ends_strictly_before_the_run_ds() -> None:
     ]
 
 
-def test_labels_read_the_run_ds_and_customers_are_unpartitioned() -> None:
+def test_labels_read_the_run_ds_and_customers_the_snapshot_as_of_its_cutoff() -> None:
     assert CHURN_LABELS.required_partitions("2026-03-01", 90) == ["2026-03-01"]
-    assert CUSTOMERS.partition_range("2026-03-01", 90) is None
+    assert CUSTOMERS.required_partitions("2026-03-01", 90) == ["2026-02-28"]
 
 
 def test_invalid_window_arguments_are_named() -> None:

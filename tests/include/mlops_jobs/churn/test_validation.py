@@ -54,7 +54,7 @@ def test_clean_snapshot_passes_and_drift_needs_the_day_before(tmp_path: Path, sp
     assert report.failures == [] and report.drift == {}
     checks = {(r.check, r.table, r.column) for r in report.results}
     assert ("null_rate", "churn_labels", "churned") in checks
-    assert ("duplicate_keys", "customers", "customer_id") in checks
+    assert ("duplicate_keys", "customers", "customer_id,ds") in checks
     assert ("outside_partition", "events", "event_time") in checks
     labels = next(r for r in report.results if r.table == "churn_labels")
     assert labels.partition == f"ds={DS}"
@@ -75,7 +75,7 @@ def test_bad_data_is_refused_by_check_table_partition_and_value(tmp_path: Path, 
     assert f"data validation of snapshot {box.uri} failed" in message
     null_labels = rf"null_rate of churn_labels\.churned in ds={DS} is 0\.3\d*, expected <= 0"
     assert re.search(null_labels, message)
-    assert "duplicate_keys of customers.customer_id in snapshot" in message
+    assert "duplicate_keys of customers.customer_id,ds in ds=" in message
     assert "is 3, expected 0" in message
     assert "unknown_values of events.event_type" in message and "e.g. 'refund'" in message
     failed = {(r.check, r.table) for r in raised.value.report.failures}

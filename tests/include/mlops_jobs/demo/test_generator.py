@@ -34,7 +34,13 @@ def test_other_seed_gives_other_data() -> None:
 
 def test_tables_have_the_expected_shape() -> None:
     data = generate(SMALL)
-    assert data.customers["customer_id"].is_unique
+    assert not data.customers.duplicated(["customer_id", "ds"]).any()
+    # every customer is in each daily snapshot from their signup day on
+    first_ds = data.customers.groupby("customer_id")["ds"].min()
+    signup = data.customers.groupby("customer_id")["signup_date"].first()
+    first_day = SMALL.dates[0]
+    expected_first = signup.map(lambda d: max(d, first_day).isoformat())
+    assert (first_ds == expected_first).all()
     assert sorted(data.events["ds"].unique()) == [d.isoformat() for d in SMALL.dates]
     # event_time falls on its partition's day
     assert (data.events["event_time"].dt.strftime("%Y-%m-%d") == data.events["ds"]).all()
@@ -46,7 +52,7 @@ def test_tables_have_the_expected_shape() -> None:
 
 def test_labels_only_for_customers_signed_up_before_the_label_date() -> None:
     data = generate(SMALL)
-    joined = data.labels.merge(data.customers, on="customer_id")
+    joined = data.labels.merge(data.customers.drop(columns="ds").drop_duplicates("customer_id"))
     assert (pd.to_datetime(joined["signup_date"]) < pd.to_datetime(joined["ds"])).all()
 
 
@@ -65,9 +71,11 @@ def test_probability_uses_only_events_before_the_label_date() -> None:
     function is point-in-time correct, so a model can in principle reach the Bayes AUC."""
     data = generate(SMALL)
     events = data.events.assign(day=pd.to_datetime(data.events["ds"]))
-    customers = data.customers.set_index("customer_id")
     for ds in ("2026-02-10", "2026-03-01"):
         cutoff = pd.Timestamp(ds)
+        # attributes as of the cutoff: the snapshot of the day before
+        before = (cutoff - pd.Timedelta(days=1)).date().isoformat()
+        customers = data.customers[data.customers["ds"] == before].set_index("customer_id")
 
         def window(days: int, frame: pd.DataFrame = events, cutoff: pd.Timestamp = cutoff):
             start = cutoff - pd.Timedelta(days=days)
@@ -91,6 +99,27 @@ def test_probability_uses_only_events_before_the_label_date() -> None:
             customers.loc[ids, "plan"].to_numpy(),
         )
         np.testing.assert_allclose(truth["probability"].to_numpy(), expected, rtol=1e-9)
+
+
+def test_attributes_change_and_churners_cancel_autopay_on_their_churn_day() -> None:
+    """The daily snapshots are not constant, and the snapshot of the label's own day carries
+    information about the label that the snapshot before the cutoff does not have: the leak a
+    point-in-time join must avoid."""
+    data = generate(dataclasses.replace(SMALL, customers=2000))
+    customers = data.customers.set_index(["customer_id", "ds"])
+    labels = data.labels[data.labels["ds"] > SMALL.dates[0].isoformat()]
+    day_before = (pd.to_datetime(labels["ds"]) - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d")
+    ids = labels["customer_id"]
+    same_day = customers.loc[list(zip(ids, labels["ds"], strict=True)), "is_autopay"]
+    as_of = customers.loc[list(zip(ids, day_before, strict=True)), "is_autopay"]
+    churned = labels["churned"].to_numpy() == 1
+    had_autopay = as_of.to_numpy()
+    cancelled = had_autopay & ~same_day.to_numpy()
+    # the churn day's snapshot reveals the label
+    assert cancelled[churned & had_autopay].mean() > 0.1
+    assert cancelled[~churned].mean() == 0.0
+    plans = data.customers.groupby("customer_id")["plan"].nunique()
+    assert (plans > 1).any()
 
 
 def test_bayes_auc_on_a_known_example() -> None:

@@ -69,9 +69,11 @@ def test_snapshot_is_published_with_reconciled_manifest(
     labels = pq.read_table(box / "churn_labels").to_pandas()
     assert set(labels["ds"]) == {END}
     customers = pq.read_table(box / "customers").to_pandas()
-    assert len(customers) == DEMO["customers"]
+    assert set(customers["ds"]) == {"2026-02-28"}  # the daily snapshot as of the cutoff
+    assert customers["customer_id"].is_unique and 0 < len(customers) <= DEMO["customers"]
     assert [c["name"] for c in manifest["tables"]["customers"]["schema"]] == [
-        n for n, _ in CUSTOMERS.columns
+        *(n for n, _ in CUSTOMERS.columns),
+        "ds",
     ]
     assert manifest["content_hash"] and published(lake_root) == [f"ds={END}"]
 
@@ -130,6 +132,7 @@ def test_missing_partition_fails_and_keeps_the_previous_snapshot(
     message = str(raised.value)
     assert "raw.events/ds=2026-03-02" in message
     assert "raw.churn_labels/ds=2026-03-03" in message
+    assert "raw.customers/ds=2026-03-02" in message
     assert published(lake_root) == ["ds=2026-03-01"]
     after = lake.read_manifest(lake_root / "churn" / "snapshots" / "ds=2026-03-01")
     assert after == before

@@ -67,6 +67,7 @@ def test_bad_ranges_are_named(bounds: list[str], message: str) -> None:
 
 def test_partition_templates_follow_the_contract_windows() -> None:
     assert partition_templates(CHURN_SOURCES) == {
+        "raw.customers": ["{{ macros.ds_add(ds, -1) }}", "{{ macros.ds_add(ds, -1) }}"],
         "raw.events": [
             "{{ macros.ds_add(ds, -(params.lookback_days)) }}",
             "{{ macros.ds_add(ds, -1) }}",
