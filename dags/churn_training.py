@@ -3,9 +3,14 @@
 
 Trains the churn model for one day (`ds`) from the Hive warehouse:
 
-1. **wait_for_partitions**: waits (reschedule mode) until `raw.events` has every daily partition
-   of the lookback window before `ds`, `raw.customers` the snapshot of the day before `ds` (the
-   attributes as of the cutoff) and `raw.churn_labels` the partition `ds`.
+The model trains on the labels of `ds - out_of_time_days` (a train/valid/test split by
+customer) and is also tested on the labels of `ds` itself, for the customers of the test split:
+a later day than it learned from (out of time).
+
+1. **wait_for_partitions**: waits (reschedule mode) until `raw.churn_labels` has the partitions
+   from the training day to `ds`, `raw.customers` the daily snapshots of the days before them
+   (the attributes as of each cutoff) and `raw.events` every daily partition of the lookback
+   window before the training day and up to `ds`.
 2. **extract_snapshot**: checks `raw.customers`, `raw.events` and `raw.churn_labels` against the
    pipeline's contract, exports the needed partitions server-side as Parquet, reconciles row
    counts and publishes `{lake}/churn/snapshots/ds=…/` with a `manifest.json` (Asset
@@ -19,7 +24,8 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    to MLflow and the model is registered as a new version of `churn` tagged `role=candidate`
    (Asset `churn_model_candidate`; link "MLflow run").
 5. **evaluate_model**: the candidate, the current `churn@champion` and a Spark MLlib baseline
-   (logistic regression trained in the same job) score the same frozen test split; ROC AUC,
+   (logistic regression trained in the same job) score the same frozen test split and the
+   out-of-time split; ROC AUC,
    PR AUC, log loss, Brier score, precision and recall at the operating threshold, overall and
    by plan and region, go to MLflow with a report (ROC, precision-recall and calibration plots,
    confusion matrix, segment table) in the candidate's run under `evaluation/`.
@@ -34,7 +40,8 @@ Trains the churn model for one day (`ds`) from the Hive warehouse:
    candidate was evaluated with; the old champion keeps `@previous` (pool `mlflow_registry`,
    Asset `churn_model`, which triggers `churn_batch_scoring`).
 
-Params: `lookback_days` (history window, days), `allow_empty_partitions` (accept partitions
+Params: `lookback_days` (history window, days), `out_of_time_days` (days between the training
+labels and the out-of-time test), `allow_empty_partitions` (accept partitions
 without rows), `workers` (TensorFlow workers), `train_params` (overrides of
 `include/mlops_jobs/churn/train_config.json`, e.g. `{"epochs": 20}`), `promotion_thresholds`,
 `require_approval`, `force_promote` with `force_reason` (promote whatever the gate says; the
@@ -65,7 +72,7 @@ from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
 from mlops_airflow.utils import lake_uri
-from mlops_jobs.churn.tables import CHURN_SOURCES
+from mlops_jobs.churn.tables import CHURN_SOURCES, OUT_OF_TIME_DAYS
 from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
 
 with DAG(
@@ -86,6 +93,14 @@ with DAG(
             minimum=1,
             maximum=730,
             description="Days of event history before ds that the snapshot includes.",
+        ),
+        "out_of_time_days": Param(
+            OUT_OF_TIME_DAYS,
+            type="integer",
+            minimum=0,
+            maximum=90,
+            description="Train on the labels of this many days before ds and test the model on "
+            "the labels of ds too (out of time); 0 trains on ds and skips that test.",
         ),
         "allow_empty_partitions": Param(
             False,
@@ -126,7 +141,7 @@ with DAG(
 ) as dag:
     wait_for_partitions = HivePartitionsSensor(
         task_id="wait_for_partitions",
-        partitions=partition_templates(CHURN_SOURCES),
+        partitions=partition_templates(CHURN_SOURCES, span="params.out_of_time_days"),
         mode="reschedule",
         poke_interval=300,
         timeout=6 * 3600,
@@ -136,6 +151,7 @@ with DAG(
         sources=CHURN_SOURCES,
         dataset="churn/snapshots",
         lookback_days="{{ params.lookback_days }}",
+        span_days="{{ params.out_of_time_days }}",
         allow_empty_partitions="{{ params.allow_empty_partitions }}",
         outlets=[CHURN_SNAPSHOT],
     )

@@ -54,6 +54,7 @@ def write_demo_snapshot(
     lookback_days: int = 90,
     ds: str | None = None,
     tamper: Callable[[dict[str, Any]], None] | None = None,
+    span_days: int = 0,
 ) -> str:
     """A snapshot box as the extraction stage publishes it for ``ds`` (default: the demo's last
     day), written straight from the generator (for tests of later stages that should not need
@@ -63,7 +64,7 @@ def write_demo_snapshot(
     data = generate(spec)
     frames = {"customers": data.customers, "events": data.events, "churn_labels": data.labels}
     for contract in CHURN_SOURCES:
-        bounds = contract.partition_range(ds, lookback_days)
+        bounds = contract.partition_range(ds, lookback_days, span_days)
         if bounds is not None:
             frame = frames[contract.alias]
             within = frame[contract.partition_column].between(*bounds)
@@ -80,7 +81,7 @@ def write_demo_snapshot(
                 frames[contract.alias], schema=arrow_schema(contract), preserve_index=False
             )
             pq.write_table(table, directory / "part-00000.parquet")
-            bounds = contract.partition_range(ds, lookback_days)
+            bounds = contract.partition_range(ds, lookback_days, span_days)
             tables[contract.alias] = {
                 "table": str(contract.table),
                 "path": contract.alias,
@@ -88,7 +89,9 @@ def write_demo_snapshot(
                 "rows": table.num_rows,
                 "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
             }
-        draft.commit({"ds": ds, "lookback_days": lookback_days, "tables": tables})
+        draft.commit(
+            {"ds": ds, "lookback_days": lookback_days, "span_days": span_days, "tables": tables}
+        )
     return box
 
 

@@ -57,20 +57,30 @@ class TableContract:
     def column_names(self) -> list[str]:
         return [name for name, _ in self.columns]
 
-    def partition_range(self, ds: str, lookback_days: int) -> tuple[str, str] | None:
-        """First and last ``ds`` this run reads, or None for an unpartitioned table."""
+    def partition_range(
+        self, ds: str, lookback_days: int, span_days: int = 0
+    ) -> tuple[str, str] | None:
+        """First and last ``ds`` this run reads, or None for an unpartitioned table.
+
+        :param lookback_days: days of history before a day, for ``LOOKBACK`` tables
+        :param span_days: the run covers every day from ``ds - span_days`` to ``ds`` (for
+            example a training day and a later day to test on); each window starts that
+            much earlier
+        """
         day = dt.date.fromisoformat(validate_ds(ds, "run ds"))
         if self.window is PartitionWindow.NONE:
             return None
+        if span_days < 0:
+            raise ValueError(f"span_days must not be negative, got {span_days}")
+        first_day = day - dt.timedelta(days=span_days)
         if self.window is PartitionWindow.CURRENT:
-            return ds, ds
+            return first_day.isoformat(), ds
+        before = (day - dt.timedelta(days=1)).isoformat()
         if self.window is PartitionWindow.AS_OF:
-            before = (day - dt.timedelta(days=1)).isoformat()
-            return before, before
+            return (first_day - dt.timedelta(days=1)).isoformat(), before
         if lookback_days < 1:
             raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
-        first = day - dt.timedelta(days=lookback_days)
-        return first.isoformat(), (day - dt.timedelta(days=1)).isoformat()
+        return (first_day - dt.timedelta(days=lookback_days)).isoformat(), before
 
     def create_statement(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for the contract (Parquet, partitioned when it is)."""
@@ -119,9 +129,9 @@ class TableContract:
             f"DROP TABLE IF EXISTS {staging.quoted}",
         ]
 
-    def required_partitions(self, ds: str, lookback_days: int) -> list[str]:
+    def required_partitions(self, ds: str, lookback_days: int, span_days: int = 0) -> list[str]:
         """Every ``ds`` value this run needs, oldest first."""
-        bounds = self.partition_range(ds, lookback_days)
+        bounds = self.partition_range(ds, lookback_days, span_days)
         if bounds is None:
             return []
         first, last = (dt.date.fromisoformat(b) for b in bounds)

@@ -49,14 +49,14 @@ def resolve_model_name(explicit: object = None) -> str:
         raise InvalidParameterError(f"model_name: {err}") from None
 
 
-def positive_int(value: object, name: str) -> int:
-    """``value`` as an int >= 1, or an error naming the parameter."""
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or an error naming the parameter."""
     try:
         number = int(str(value))
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 1:
-        raise InvalidParameterError(f"{name} must be at least 1, got {number}")
+    if number < minimum:
+        raise InvalidParameterError(f"{name} must be at least {minimum}, got {number}")
     return number
 
 

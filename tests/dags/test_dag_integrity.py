@@ -160,19 +160,23 @@ def test_churn_model_rollback_shape(dagbag: DagBag) -> None:
 def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
     dag = dagbag.dags["churn_training"]
     assert dag is not None
-    wait = dag.get_task("wait_for_partitions")
-    context = {"ds": "2026-03-01", "params": {"lookback_days": 7}}
+    wait = copy.deepcopy(dag.get_task("wait_for_partitions"))
+    params = {"lookback_days": 7, "out_of_time_days": 3, "allow_empty_partitions": False}
+    context = {"ds": "2026-03-01", "params": params, **dag.user_defined_macros}
     import airflow.sdk.execution_time.macros as macros
 
     wait.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
     assert wait.partitions == {
-        "raw.customers": ["2026-02-28", "2026-02-28"],
-        "raw.events": ["2026-02-22", "2026-02-28"],
-        "raw.churn_labels": ["2026-03-01", "2026-03-01"],
+        "raw.customers": ["2026-02-25", "2026-02-28"],
+        "raw.events": ["2026-02-19", "2026-02-28"],
+        "raw.churn_labels": ["2026-02-26", "2026-03-01"],
     }
     # ...which are exactly the partitions the extraction reads for that run
+    extract = copy.deepcopy(dag.get_task("extract_snapshot"))
+    extract.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
+    assert (extract.lookback_days, extract.span_days) == ("7", "3")
     for contract in CHURN_SOURCES:
-        bounds = contract.partition_range("2026-03-01", 7)
+        bounds = contract.partition_range("2026-03-01", 7, 3)
         if bounds is not None:
             assert wait.partitions[str(contract.table)] == list(bounds)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_jobs.churn.features import OUT_OF_TIME
 from mlops_jobs.churn.model import FeatureSet, predict_probabilities
 from mlops_jobs.evaluation.gate import GateConfig, markdown_table
 from mlops_jobs.evaluation.metrics import mlflow_evaluate, segment_metrics, segments_table
@@ -65,10 +66,10 @@ def load_probabilities(model_uri: str, inputs: dict[str, np.ndarray], what: str)
 
 
 def train_baseline(
-    features: FeatureSet, test_keys: Any, tags: dict[str, str]
-) -> tuple[str, np.ndarray]:
-    """Fit the MLlib baseline, log it as its own run; returns its run id and test scores in the
-    order of ``test_keys``."""
+    features: FeatureSet, keys_by_split: dict[str, Any], tags: dict[str, str]
+) -> tuple[str, dict[str, np.ndarray]]:
+    """Fit the MLlib baseline, log it as its own run; returns its run id and the scores of
+    each split in ``keys_by_split``, in the order of that split's keys."""
     import mlflow
     import pyspark
 
@@ -82,13 +83,15 @@ def train_baseline(
 
     spark = get_spark("churn-evaluate")
     train = spark.read.parquet(features.split_location("train").spark)
-    test = spark.read.parquet(features.split_location("test").spark)
     model = fit_baseline(train, features)
-    keys = list(test_keys.columns)
-    scored = predict_baseline(model, test, features).toPandas()
-    aligned = test_keys.merge(scored, on=keys, how="left")
-    if aligned[PROBABILITY].isna().any():
-        raise EvaluationError(f"baseline left test rows of {features.uri} unscored")
+    scores = {}
+    for split, split_keys in keys_by_split.items():
+        frame = spark.read.parquet(features.split_location(split).spark)
+        scored = predict_baseline(model, frame, features).toPandas()
+        aligned = split_keys.merge(scored, on=list(split_keys.columns), how="left")
+        if aligned[PROBABILITY].isna().any():
+            raise EvaluationError(f"baseline left {split} rows of {features.uri} unscored")
+        scores[split] = aligned[PROBABILITY].to_numpy(np.float64)
     with mlflow.start_run(run_name="churn.baseline", tags={**tags, "role": "baseline"}) as run:
         mlflow.log_params(
             {
@@ -98,7 +101,7 @@ def train_baseline(
             }
         )
         mlflow.spark.log_model(model, "model", pip_requirements=[f"pyspark=={pyspark.__version__}"])
-    return run.info.run_id, aligned[PROBABILITY].to_numpy(np.float64)
+    return run.info.run_id, scores
 
 
 def run(request: EvaluateRequest) -> dict[str, Any]:
@@ -124,16 +127,14 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     if test.empty:
         raise EvaluationError(f"feature set {features.uri} has an empty test split")
     labels = test[features.manifest["label"]].to_numpy(np.int64)
-    inputs = features.inputs(test)
-    probabilities = {
-        "candidate": load_probabilities(
-            f"models:/{name}/{candidate.version}", inputs, f"candidate version {candidate.version}"
-        )
-    }
-    if champion is not None:
-        probabilities["champion"] = load_probabilities(
-            f"models:/{name}/{champion.version}", inputs, f"champion version {champion.version}"
-        )
+    later = features.frame(OUT_OF_TIME) if features.rows(OUT_OF_TIME) else None
+    models = {"candidate": candidate} | ({"champion": champion} if champion is not None else {})
+    probabilities, later_probabilities = {}, {}
+    for role, version in models.items():
+        uri, what = f"models:/{name}/{version.version}", f"{role} version {version.version}"
+        probabilities[role] = load_probabilities(uri, features.inputs(test), what)
+        if later is not None:
+            later_probabilities[role] = load_probabilities(uri, features.inputs(later), what)
     mlflow.set_experiment(experiment_id=client.get_run(str(candidate.run_id)).info.experiment_id)
     lineage = {
         **tracking.instance_tags(
@@ -145,7 +146,11 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
         "candidate.version": str(candidate.version),
     }
     keys = list(features.manifest.get("keys", ["customer_id"]))
-    baseline_run, probabilities["baseline"] = train_baseline(features, test[keys], lineage)
+    to_score = {"test": test[keys]} | ({OUT_OF_TIME: later[keys]} if later is not None else {})
+    baseline_run, baseline_scores = train_baseline(features, to_score, lineage)
+    probabilities["baseline"] = baseline_scores["test"]
+    if later is not None:
+        later_probabilities["baseline"] = baseline_scores[OUT_OF_TIME]
 
     threshold = config.operating_threshold
     result: dict[str, Any] = {
@@ -188,6 +193,10 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
                 labels, probabilities["baseline"], threshold, prefix="baseline_test_"
             ),
         }
+        if later is not None:
+            result["out_of_time"] = out_of_time_metrics(
+                features, later, later_probabilities, threshold
+            )
         segments = segments_table(segment_metrics(test, probabilities, config.segments, threshold))
         result["segments"] = segments[
             ["segment", "value", "model", "rows", "positives", "roc_auc", "pr_auc", "log_loss"]
@@ -230,6 +239,25 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     )
     result["report_uri"] = f"runs:/{candidate.run_id}/{REPORT_DIR}"
     return finite_or_none(result)
+
+
+def out_of_time_metrics(
+    features: FeatureSet, later: Any, probabilities: dict[str, np.ndarray], threshold: float
+) -> dict[str, Any]:
+    """Every model's metrics on the out-of-time split (a later day than the candidate trained
+    on), logged with the prefixes ``oot_``, ``champion_oot_`` and ``baseline_oot_``."""
+    labels = later[features.manifest["label"]].to_numpy(np.int64)
+    prefixes = {"candidate": "oot_", "champion": "champion_oot_", "baseline": "baseline_oot_"}
+    return {
+        "ds": (features.manifest.get("out_of_time") or {}).get("ds"),
+        "label_ds": features.manifest.get("label_ds"),
+        "rows": len(later),
+        "positives": int(labels.sum()),
+        "metrics": {
+            role: mlflow_evaluate(labels, scores, threshold, prefix=prefixes[role])
+            for role, scores in probabilities.items()
+        },
+    }
 
 
 def finite_or_none(value: Any) -> Any:

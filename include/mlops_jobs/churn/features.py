@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 CONFIG_PATH = Path(__file__).with_name("feature_config.json")
 EXPECTATIONS_PATH = Path(__file__).with_name("expectations.json")
 SPLITS = ("train", "valid", "test")
+#: Rows of the run's own ``ds`` for customers of the test split, when the model trains on an
+#: earlier day: the model is tested on a later day than it learned from.
+OUT_OF_TIME = "oot"
 KEYS = ("customer_id", "ds")
 MICROS_PER_DAY = 86_400_000_000
 
@@ -293,19 +296,33 @@ def feature_rows(
 
 
 def build_churn_features(
-    customers: DataFrame, events: DataFrame, labels: DataFrame, config: FeatureConfig
+    customers: DataFrame,
+    events: DataFrame,
+    labels: DataFrame,
+    config: FeatureConfig,
+    out_of_time_ds: str | None = None,
 ) -> DataFrame:
     """The training feature set: one row per label, features in config order, label and split
-    last."""
+    last.
+
+    :param out_of_time_ds: labels of this day form the ``oot`` split instead, and only those of
+        customers in the test split (never trained on, and a later day than trained on)
+    """
     from pyspark.sql import functions as F
 
     labelled = labels.select("customer_id", "ds", F.col(config.label).cast("int").alias("label"))
-    return feature_rows(customers, events, labelled, config).select(
+    features = feature_rows(customers, events, labelled, config).select(
         "customer_id",
         "ds",
         *config.feature_names(),
         "label",
         split_column(config.split).alias("split"),
+    )
+    if out_of_time_ds is None:
+        return features
+    later = F.col("ds") == F.lit(out_of_time_ds)
+    return features.where(~later | (F.col("split") == "test")).withColumn(
+        "split", F.when(later, F.lit(OUT_OF_TIME)).otherwise(F.col("split"))
     )
 
 
@@ -525,11 +542,16 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
     config = FeatureConfig.load(config_path)
     snapshot_box, tables = load_snapshot(snapshot, config, tuple(REQUIRED_COLUMNS))
     snapshot_report = validate_snapshot(snapshot_box, tables)
+    ds = str(snapshot_box.manifest.get("ds"))
+    later_days = int(snapshot_box.manifest.get("span_days") or 0)
+    label_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=later_days)).isoformat()
+    out_of_time_ds = ds if later_days else None
+    labels = tables["churn_labels"].where(F.col("ds").isin(sorted({label_ds, ds})))
     features = build_churn_features(
-        tables["customers"], tables["events"], tables["churn_labels"], config
+        tables["customers"], tables["events"], labels, config, out_of_time_ds
     ).cache()
+    splits = (*SPLITS, OUT_OF_TIME) if out_of_time_ds else SPLITS
     try:
-        ds = str(snapshot_box.manifest.get("ds"))
         features_report = validate_features(features, ds, "features")
         with lake.publishing(output) as draft:
             write_sorted_parquet(features, draft.location.spark, KEYS, partition_by=("split",))
@@ -555,7 +577,13 @@ def run(snapshot: str, output: str, config_path: str | None = None) -> dict[str,
                     "label": "label",
                     "keys": list(KEYS),
                     "schema": schema,
-                    "splits": {s: {"path": f"split={s}", "rows": counts.get(s, 0)} for s in SPLITS},
+                    "splits": {s: {"path": f"split={s}", "rows": counts.get(s, 0)} for s in splits},
+                    "label_ds": label_ds,
+                    "out_of_time": (
+                        {"ds": out_of_time_ds, "days_after_training": later_days}
+                        if out_of_time_ds
+                        else None
+                    ),
                     "label_rate": float(label_rate[0])
                     if label_rate and label_rate[0] is not None
                     else None,

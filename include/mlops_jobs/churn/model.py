@@ -153,7 +153,8 @@ class FeatureSet:
         return self.inputs(frame), frame[self.manifest["label"]].to_numpy(np.float32).reshape(-1, 1)
 
     def rows(self, name: str) -> int:
-        return int(self.manifest["splits"][name]["rows"])
+        """Rows of the split ``name``; 0 when the feature set has no such split."""
+        return int(self.manifest["splits"].get(name, {}).get("rows", 0))
 
 
 def model_inputs(frame: Any, numeric: list[str], categorical: list[str]) -> dict[str, np.ndarray]:

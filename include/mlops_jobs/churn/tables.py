@@ -49,6 +49,9 @@ CHURN_LABELS = TableContract(
 )
 
 CHURN_SOURCES: tuple[TableContract, ...] = (CUSTOMERS, EVENTS, CHURN_LABELS)
+#: Training reads the labels of ``ds - OUT_OF_TIME_DAYS`` to train on and those of ``ds`` to test
+#: the model on a later day than it learned from (the run's span, see ``partition_range``).
+OUT_OF_TIME_DAYS = 7
 #: What batch scoring reads: customers and their events, no labels (they do not exist yet).
 CHURN_SCORING_SOURCES: tuple[TableContract, ...] = (CUSTOMERS, EVENTS)
 

@@ -246,6 +246,21 @@ def markdown_table(evaluation: Mapping[str, Any], decision: GateDecision | None 
             f"Test split: {rows} rows of feature set `{evaluation['evaluated_on'].get('uri')}`; "
             f"operating threshold {evaluation.get('threshold')}."
         )
+    later = evaluation.get("out_of_time")
+    if later:
+        roles = [role for role, _ in columns if role in later["metrics"]]
+        lines += [
+            "",
+            f"Out of time: trained on ds={later.get('label_ds')}, tested on {later.get('rows')} "
+            f"rows of ds={later.get('ds')} (customers of the test split).",
+            "",
+            "| metric | " + " | ".join(roles) + " |",
+            "|---|" + "---:|" * len(roles),
+        ]
+        for name in ("roc_auc", "pr_auc", "log_loss"):
+            cells = [_fmt(later["metrics"][role].get(name)) for role in roles]
+            arrow = "↑" if GREATER_IS_BETTER[name] else "↓"
+            lines.append(f"| {name} {arrow} | " + " | ".join(cells) + " |")
     if decision is not None:
         lines.append("")
         lines.append(f"**Gate: {'passed' if decision.passed else 'rejected'}**")

@@ -77,6 +77,18 @@ def summarize_day(ds: str, client: Any) -> list[str]:
             f"PR AUC {_auc(m.get('test_pr_auc'))}, log loss {_auc(m.get('test_log_loss'))}, "
             f"Brier {_auc(m.get('test_brier_score'))}"
         )
+        if "oot_roc_auc" in m:
+            later = features.manifest.get("out_of_time") or {}
+            lines.append(
+                f"    out of time (trained on ds={features.manifest.get('label_ds')}, tested on "
+                f"ds={later.get('ds')}): ROC AUC candidate {_auc(m.get('oot_roc_auc'))}, "
+                + (
+                    f"champion v{champion} {_auc(m.get('champion_oot_roc_auc'))}, "
+                    if champion != "none"
+                    else ""
+                )
+                + f"MLlib baseline {_auc(m.get('baseline_oot_roc_auc'))}"
+            )
         status = tags.get("validation_status", "not decided")
         detail = tags.get("validation.failed_checks") or tags.get("validation.checks", "")
         lines.append(f"    decision: {status}" + (f" ({detail})" if detail else ""))

@@ -44,6 +44,9 @@ class HiveExtractOperator(BaseOperator):
     :param sources: Table contracts to extract (``mlops_jobs.contracts``).
     :param ds: The run's partition date, ``YYYY-MM-DD``. (templated)
     :param lookback_days: Days of history for tables read with a lookback window. (templated)
+    :param span_days: The run covers every day from ``ds - span_days`` to ``ds`` (a training
+        day and a later day to test on, for example); every table's window starts that much
+        earlier. (templated)
     :param allow_empty_partitions: Accept required partitions without rows. (templated)
     :param lake_root: Lake root; default from the Variable ``mlops_lake_root`` or
         ``MLOPS_LAKE_ROOT``. (templated)
@@ -51,7 +54,13 @@ class HiveExtractOperator(BaseOperator):
     :param hiveserver2_conn_id: Airflow connection to HiveServer2.
     """
 
-    template_fields: Sequence[str] = ("ds", "lookback_days", "allow_empty_partitions", "lake_root")
+    template_fields: Sequence[str] = (
+        "ds",
+        "lookback_days",
+        "span_days",
+        "allow_empty_partitions",
+        "lake_root",
+    )
     ui_color = "#e4f0e8"
 
     def __init__(
@@ -60,6 +69,7 @@ class HiveExtractOperator(BaseOperator):
         sources: Sequence[TableContract],
         ds: str = "{{ ds }}",
         lookback_days: int | str = DEFAULT_LOOKBACK_DAYS,
+        span_days: int | str = 0,
         allow_empty_partitions: bool | str = False,
         lake_root: str | None = None,
         dataset: str,
@@ -72,6 +82,7 @@ class HiveExtractOperator(BaseOperator):
         self.sources = list(sources)
         self.ds = ds
         self.lookback_days = lookback_days
+        self.span_days = span_days
         self.allow_empty_partitions = allow_empty_partitions
         self.lake_root = lake_root
         self.dataset = dataset
@@ -87,6 +98,7 @@ class HiveExtractOperator(BaseOperator):
         except hql.InvalidIdentifierError as err:
             raise InvalidParameterError(str(err)) from None
         lookback_days = positive_int(self.lookback_days, "lookback_days")
+        span_days = positive_int(self.span_days, "span_days", minimum=0)
         allow_empty = as_bool(self.allow_empty_partitions, "allow_empty_partitions")
         try:
             root = lake.lake_root(resolve_lake_root(self.lake_root))
@@ -95,12 +107,12 @@ class HiveExtractOperator(BaseOperator):
             raise InvalidParameterError(f"snapshot location: {err}") from None
 
         self.check_contracts()
-        counts = self.check_partitions(ds, lookback_days, allow_empty)
+        counts = self.check_partitions(ds, lookback_days, span_days, allow_empty)
         with lake.publishing(target, root=root) as draft:
             tables = {}
             for contract in self.sources:
                 tables[contract.alias] = self.export_table(
-                    contract, ds, lookback_days, draft.location, counts[contract.alias]
+                    contract, ds, lookback_days, span_days, draft.location, counts[contract.alias]
                 )
             box = draft.commit(
                 {
@@ -108,6 +120,7 @@ class HiveExtractOperator(BaseOperator):
                     "dataset": self.dataset,
                     "ds": ds,
                     "lookback_days": lookback_days,
+                    "span_days": span_days,
                     "tables": tables,
                     "producer": _producer(context),
                     "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -129,13 +142,13 @@ class HiveExtractOperator(BaseOperator):
             )
 
     def check_partitions(
-        self, ds: str, lookback_days: int, allow_empty: bool
+        self, ds: str, lookback_days: int, span_days: int, allow_empty: bool
     ) -> dict[str, dict[str, int] | int]:
         """Row counts per required partition (or per table); fail on missing or empty ones."""
         counts: dict[str, dict[str, int] | int] = {}
         missing, empty = [], []
         for contract in self.sources:
-            bounds = contract.partition_range(ds, lookback_days)
+            bounds = contract.partition_range(ds, lookback_days, span_days)
             if bounds is None:
                 total = self.hook.count_rows(contract.table)
                 counts[contract.alias] = total
@@ -149,7 +162,7 @@ class HiveExtractOperator(BaseOperator):
                 contract.table, contract.partition_column, *bounds
             )
             counts[contract.alias] = per_partition
-            for value in contract.required_partitions(ds, lookback_days):
+            for value in contract.required_partitions(ds, lookback_days, span_days):
                 spec = f"{contract.table}/{contract.partition_column}={value}"
                 if value not in present:
                     missing.append(spec)
@@ -169,11 +182,12 @@ class HiveExtractOperator(BaseOperator):
         contract: TableContract,
         ds: str,
         lookback_days: int,
+        span_days: int,
         version: lake.Location,
         expected: dict[str, int] | int,
     ) -> dict[str, Any]:
         """Export one table into ``<version>/<alias>`` and reconcile its row count."""
-        bounds = contract.partition_range(ds, lookback_days)
+        bounds = contract.partition_range(ds, lookback_days, span_days)
         columns = contract.column_names
         if bounds is not None:
             columns.append(contract.partition_column)

@@ -122,23 +122,31 @@ def describe_missing(missing: Mapping[TableName, Sequence[str]], column: str) ->
 
 
 def partition_templates(
-    sources: Sequence[TableContract], lookback: str = "params.lookback_days", ds: str = "ds"
+    sources: Sequence[TableContract],
+    lookback: str = "params.lookback_days",
+    ds: str = "ds",
+    span: str = "0",
 ) -> dict[str, list[str]]:
-    """Templated ``partitions`` for the sources' windows, ending before (or at) the run's ``ds``.
+    """Templated ``partitions`` for the sources' windows, ending before (or at) the run's ``ds``
+    (as ``TableContract.partition_range`` computes them).
 
     :param sources: Table contracts; unpartitioned tables are skipped.
     :param lookback: Jinja expression giving the lookback in days.
     :param ds: Jinja expression giving the run's ``ds``.
+    :param span: Jinja expression giving the run's span in days (each window starts that
+        much earlier).
     """
+    earlier = "" if span.strip() == "0" else f"-({span}) "
+
+    def day(offset: str) -> str:
+        return f"{{{{ macros.ds_add({ds}, {offset}) }}}}" if offset else f"{{{{ {ds} }}}}"
+
     ranges = {}
     for contract in sources:
         if contract.window is PartitionWindow.CURRENT:
-            ranges[str(contract.table)] = [f"{{{{ {ds} }}}}", f"{{{{ {ds} }}}}"]
+            ranges[str(contract.table)] = [day(earlier.strip()), day("")]
         elif contract.window is PartitionWindow.AS_OF:
-            ranges[str(contract.table)] = [f"{{{{ macros.ds_add({ds}, -1) }}}}"] * 2
+            ranges[str(contract.table)] = [day(f"{earlier}-1"), day("-1")]
         elif contract.window is PartitionWindow.LOOKBACK:
-            ranges[str(contract.table)] = [
-                f"{{{{ macros.ds_add({ds}, -({lookback})) }}}}",
-                f"{{{{ macros.ds_add({ds}, -1) }}}}",
-            ]
+            ranges[str(contract.table)] = [day(f"{earlier}-({lookback})"), day("-1")]
     return ranges

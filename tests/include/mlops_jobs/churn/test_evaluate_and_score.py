@@ -16,6 +16,7 @@ from mlops_jobs import lake
 from mlops_jobs.churn import features as feature_job
 from mlops_jobs.churn.evaluate import EvaluateRequest, EvaluationError
 from mlops_jobs.churn.evaluate import run as evaluate
+from mlops_jobs.churn.features import OUT_OF_TIME
 from mlops_jobs.churn.model import FeatureSet, predict_probabilities
 from mlops_jobs.churn.score import ScoreRequest, ScoringError
 from mlops_jobs.churn.score import run as score
@@ -23,15 +24,17 @@ from mlops_jobs.demo.generator import DemoSpec
 from tests.support import fit_and_register, write_demo_snapshot
 
 SPEC = DemoSpec(customers=1500, days=100, end_ds="2026-03-01", seed=31)
+LATER_DAYS = 7  # trained on the labels of a week before ds, tested out of time on ds
 
 
 @pytest.fixture(scope="module")
 def feature_sets(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Training and inference features built from one snapshot by the jobs' own entry points."""
+    """Training and inference features built from one snapshot by the jobs' own entry points
+    (training on the labels of ``LATER_DAYS`` before ds, with an out-of-time split of ds)."""
     root = tmp_path_factory.mktemp("lifecycle-lake")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(lake.ROOT_ENV, str(root))
-        snapshot = write_demo_snapshot(root, SPEC)
+        snapshot = write_demo_snapshot(root, SPEC, span_days=LATER_DAYS)
         training = lake.box_uri(str(root), "churn/features", SPEC.end_ds)
         inference = lake.box_uri(str(root), "churn/inference_features", SPEC.end_ds)
         feature_job.run(snapshot, training)
@@ -49,13 +52,32 @@ def models(feature_sets: dict[str, str]) -> dict[str, str]:
     return {"name": name, "untrained": untrained, "trained": trained}
 
 
-def all_training_rows(features: FeatureSet) -> pd.DataFrame:
-    frame = pd.concat([features.frame(s) for s in ("train", "valid", "test")])
+def rows_of_ds(features: FeatureSet) -> pd.DataFrame:
+    """The labelled rows of the run's own ds: the out-of-time split."""
+    frame = features.frame(OUT_OF_TIME)
+    assert set(frame["ds"]) == {SPEC.end_ds}
     return frame.sort_values("customer_id").reset_index(drop=True)
 
 
+def test_the_model_trains_on_an_earlier_day_and_is_tested_on_ds(
+    feature_sets: dict[str, str],
+) -> None:
+    features = FeatureSet.open(feature_sets["training"])
+    earlier = "2026-02-22"
+    assert features.manifest["label_ds"] == earlier
+    assert features.manifest["out_of_time"] == {"ds": SPEC.end_ds, "days_after_training": 7}
+    frames = {s: features.frame(s) for s in ("train", "valid", "test", OUT_OF_TIME)}
+    for split in ("train", "valid", "test"):
+        assert set(frames[split]["ds"]) == {earlier}, split
+    later = frames[OUT_OF_TIME]
+    assert len(later) == features.rows(OUT_OF_TIME) > 0
+    # only customers never trained on: those of the test split
+    trained_on = set(frames["train"]["customer_id"]) | set(frames["valid"]["customer_id"])
+    assert not trained_on & set(later["customer_id"])
+
+
 def test_inference_features_equal_training_features(feature_sets: dict[str, str]) -> None:
-    training = all_training_rows(FeatureSet.open(feature_sets["training"]))
+    training = rows_of_ds(FeatureSet.open(feature_sets["training"]))
     manifest = lake.read_manifest(feature_sets["inference"])
     box = lake.open_box(feature_sets["inference"])
     inference = lake.read_parquet(box.path(manifest["path"])).to_pandas()
@@ -90,7 +112,7 @@ def test_scores_equal_the_models_predictions_on_training_features(
     assert set(predictions["model_version"]) == {models["trained"]}
 
     features = FeatureSet.open(feature_sets["training"])
-    training = all_training_rows(features)
+    training = rows_of_ds(features)
     model = mlflow.pyfunc.load_model(f"models:/{models['name']}/{models['trained']}")
     expected = predict_probabilities(model, features.inputs(training))
     scored = predictions.set_index("customer_id").loc[training["customer_id"]]
@@ -184,6 +206,20 @@ def test_evaluation_compares_candidate_champion_and_baseline(
         result["baseline"]["metrics"]["roc_auc"]
     )
     assert "model" in {a.path for a in client.list_artifacts(baseline.info.run_id)}
+
+    # and all three on a later day than the candidate trained on
+    later = result["out_of_time"]
+    assert (later["ds"], later["label_ds"]) == (SPEC.end_ds, "2026-02-22")
+    oot = features.frame(OUT_OF_TIME)
+    assert later["rows"] == len(oot) and later["positives"] == int(oot["label"].sum())
+    assert set(later["metrics"]) == {"candidate", "champion", "baseline"}
+    assert later["metrics"]["candidate"]["roc_auc"] == pytest.approx(
+        roc_auc_score(oot["label"], predict_probabilities(model, features.inputs(oot)))
+    )
+    assert candidate_run.data.metrics["oot_roc_auc"] == pytest.approx(
+        later["metrics"]["candidate"]["roc_auc"]
+    )
+    assert "baseline_oot_roc_auc" in candidate_run.data.metrics
 
 
 def test_evaluation_of_an_unknown_version_names_it(feature_sets: dict[str, str]) -> None:

@@ -19,6 +19,16 @@ def test_labels_read_the_run_ds_and_customers_the_snapshot_as_of_its_cutoff() ->
     assert CUSTOMERS.required_partitions("2026-03-01", 90) == ["2026-02-28"]
 
 
+def test_a_span_starts_every_window_that_many_days_earlier() -> None:
+    """A run spanning a training day (ds - 7) and ds reads the labels of both and everything
+    the earlier day's features need: its events lookback and its attributes snapshot."""
+    assert CHURN_LABELS.partition_range("2026-03-01", 90, 7) == ("2026-02-22", "2026-03-01")
+    assert CUSTOMERS.partition_range("2026-03-01", 90, 7) == ("2026-02-21", "2026-02-28")
+    assert EVENTS.partition_range("2026-03-01", 3, 7) == ("2026-02-19", "2026-02-28")
+    with pytest.raises(ValueError, match="span_days must not be negative"):
+        EVENTS.partition_range("2026-03-01", 3, -1)
+
+
 def test_invalid_window_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="lookback_days"):
         EVENTS.partition_range("2026-03-01", 0)
