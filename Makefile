@@ -11,10 +11,14 @@ LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cks
 DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 120
 DS ?= 2026-03-01
+# bench-extract: rows of its bench table, repetitions, and its own HiveServer2's port.
+BENCH_ROWS ?= 1000000
+BENCH_REPEAT ?= 3
+BENCH_HIVESERVER2_PORT ?= 10002
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline clean
+.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract clean
 
 setup: $(LOCK_STAMP)
 
@@ -67,6 +71,9 @@ bench: setup
 
 bench-pipeline: demo-data airflow-init
 	$(LOCAL) python bench/pipeline.py --ds $(DS)
+
+bench-extract: setup
+	$(LOCAL) python bench/extract.py --rows $(BENCH_ROWS) --repeat $(BENCH_REPEAT) --port $(BENCH_HIVESERVER2_PORT)
 
 ui: airflow-init
 	$(LOCAL) airflow standalone
