@@ -115,6 +115,12 @@ with DAG(
             type="object",
             description='Training parameter overrides, e.g. {"epochs": 20, "dropout": 0.1}.',
         ),
+        "retrain": Param(
+            False,
+            type="boolean",
+            description="Train even if a model version was trained on the same inputs (feature "
+            "set, code, configuration and workers); by default that version is reused.",
+        ),
         "promotion_thresholds": Param(
             {},
             type="object",
@@ -173,6 +179,7 @@ with DAG(
         features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
         workers="{{ params.workers }}",
         train_params="{{ params.train_params | tojson }}",
+        retrain="{{ params.retrain }}",
         outlets=[CHURN_MODEL_CANDIDATE],
     )
 

@@ -93,6 +93,7 @@ def churn_train(args: argparse.Namespace) -> int:
                 overrides=overrides,
                 registered_model=args.model_name,
                 timeout_seconds=args.timeout_seconds,
+                retrain=args.retrain,
                 **instance_fields(args),
             )
         )
@@ -102,7 +103,8 @@ def churn_train(args: argparse.Namespace) -> int:
         print(f"error: churn-train: {err}", file=sys.stderr)
         return EXIT_FAILED
     print(
-        f"churn-train: registered {result['model_name']} version {result['model_version']} "
+        f"churn-train: {'reused' if result.get('reused') else 'registered'} "
+        f"{result['model_name']} version {result['model_version']} "
         f"(MLflow run {result['mlflow_run_id']}, metrics {result['metrics']})"
     )
     return emit(args, result)
@@ -243,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(train)
     add_instance_arguments(train, "train_model")
     train.add_argument("--timeout-seconds", type=float, default=1800.0)
+    train.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train even if a version was trained on the same inputs (else it is reused)",
+    )
     train.set_defaults(handler=churn_train)
     evaluate = jobs.add_parser(
         "churn-evaluate", help="evaluate a candidate against the champion and a baseline"

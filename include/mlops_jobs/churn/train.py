@@ -6,10 +6,17 @@ a new version of ``churn`` tagged as a candidate. A version is registered at mos
 task instance (dag, run, task, map index), whatever the try: a retry after registration returns
 that version. The run stays RUNNING until the model is registered; any failure marks it FAILED
 and registers nothing, and a retry marks runs that an earlier try left RUNNING as FAILED.
+
+Training is idempotent by its inputs: the run is tagged with ``training.input_key``, a digest of
+the feature set's content hash, the code version, the effective training configuration, the
+number of workers and the registered model. When a finished run with the same key already
+registered a version, that version is returned (``reused``) and nothing is trained or
+registered, unless the request asks to ``retrain``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -21,6 +28,7 @@ from mlops_jobs.training import tracking
 from mlops_jobs.training.launcher import LaunchError, WorkerSpec, launch
 
 EXPERIMENT = "churn"
+INPUT_KEY_TAG = "training.input_key"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,21 @@ class TrainRequest:
     try_number: int = 1
     timeout_seconds: float = 1800.0
     registered_model: str = tracking.REGISTERED_MODEL
+    retrain: bool = False
+
+
+def input_key(
+    features: FeatureSet, config: TrainConfig, workers: int, registered_model: str, code: str
+) -> str:
+    """The digest of everything a training result depends on (see the module docstring)."""
+    inputs = {
+        "features.content_hash": features.manifest.get("content_hash"),
+        "code.version": code,
+        "config": config.as_params(),
+        "workers": workers,
+        "registered_model": registered_model.casefold(),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def run(request: TrainRequest) -> dict[str, Any]:
@@ -71,6 +94,26 @@ def run(request: TrainRequest) -> dict[str, Any]:
         if client.get_run(existing.run_id).info.status == "RUNNING":
             client.set_terminated(existing.run_id, "FINISHED")
         return _result(client, existing)
+    key = input_key(features, config, request.workers, request.registered_model, code_version())
+    if not request.retrain:
+        same_inputs = [
+            r
+            for r in tracking.find_runs(
+                client, experiment_id, {INPUT_KEY_TAG: key, "role": "training"}
+            )
+            if r.info.status == "FINISHED"
+        ]
+        reused = tracking.find_registered_version(
+            client, request.registered_model, [r.info.run_id for r in same_inputs]
+        )
+        if reused is not None:
+            print(
+                f"version {reused.version} of {request.registered_model} was trained on the same "
+                f"inputs (feature set {features.manifest.get('content_hash')}, code, configuration "
+                "and workers): it is reused and nothing is trained or registered "
+                "(retrain to train anyway)"
+            )
+            return {**_result(client, reused), "reused": True}
     for stale in earlier:
         if stale.info.status == "RUNNING":
             print(f"marking run {stale.info.run_id} of an earlier try FAILED (it never finished)")
@@ -85,6 +128,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
         "features.content_hash": str(features.manifest.get("content_hash")),
         "snapshot.content_hash": str(features.manifest.get("snapshot", {}).get("content_hash")),
         "code.version": code_version(),
+        INPUT_KEY_TAG: key,
         **{f"library.{k}": v for k, v in tracking.library_versions().items()},
     }
     # A run created through the client stays RUNNING until set_terminated: it must not look
@@ -139,7 +183,7 @@ def run(request: TrainRequest) -> dict[str, Any]:
         client.set_terminated(mlflow_run_id, "FAILED")
         raise
     client.set_terminated(mlflow_run_id, "FINISHED")
-    return _result(client, model_version)
+    return {**_result(client, model_version), "reused": False}
 
 
 def _result(client: Any, model_version: Any) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from airflow.sdk import BaseOperatorLink
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.operators.spark_job import SparkJobOperator, instance_arguments
-from mlops_airflow.utils import json_mapping, mlflow_run_url, positive_int, resolve_model_name
+from mlops_airflow.utils import (
+    as_bool,
+    json_mapping,
+    mlflow_run_url,
+    positive_int,
+    resolve_model_name,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -35,8 +41,10 @@ class TrainModelOperator(SparkJobOperator):
     the configured compute backend, and register it in MLflow as a candidate.
 
     The Airflow ids of the task try are passed to the job, which tags the run and version with
-    them and registers nothing twice for the same try. Returns ``{mlflow_run_id, experiment_id,
-    model_name, model_version, metrics}``; pushes ``mlflow_run_url`` for the "MLflow run" link.
+    them and registers nothing twice for the same try. A version already trained on the same
+    inputs (feature set, code, configuration, workers) is reused unless ``retrain`` is set.
+    Returns ``{mlflow_run_id, experiment_id, model_name, model_version, metrics, reused}``;
+    pushes ``mlflow_run_url`` for the "MLflow run" link.
 
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
@@ -46,6 +54,7 @@ class TrainModelOperator(SparkJobOperator):
         (templated)
     :param worker_timeout_seconds: Bound on each worker; a hung or dead worker fails the stage.
         (templated)
+    :param retrain: Train even if a version was trained on the same inputs. (templated)
     :param mlflow_ui_url: Base URL of the MLflow UI for the link; default Variable
         ``mlops_mlflow_ui_url`` or ``MLOPS_MLFLOW_UI_URL``.
     """
@@ -57,6 +66,7 @@ class TrainModelOperator(SparkJobOperator):
         "train_params",
         "model_name",
         "worker_timeout_seconds",
+        "retrain",
     )
     operator_extra_links: tuple[BaseOperatorLink, ...] = (  # type: ignore[assignment]
         *SparkJobOperator.operator_extra_links,
@@ -71,6 +81,7 @@ class TrainModelOperator(SparkJobOperator):
         train_params: Mapping[str, Any] | str | None = None,
         model_name: str | None = None,
         worker_timeout_seconds: int | str = 1800,
+        retrain: bool | str = False,
         mlflow_ui_url: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -82,6 +93,7 @@ class TrainModelOperator(SparkJobOperator):
         self.train_params = train_params
         self.model_name = model_name
         self.worker_timeout_seconds = worker_timeout_seconds
+        self.retrain = retrain
         self.mlflow_ui_url = mlflow_ui_url
 
     def job_arguments(self, context: Context) -> list[str]:
@@ -94,6 +106,7 @@ class TrainModelOperator(SparkJobOperator):
             "--model-name", resolve_model_name(self.model_name),
             "--timeout-seconds",
             str(positive_int(self.worker_timeout_seconds, "worker_timeout_seconds")),
+            *(["--retrain"] if as_bool(self.retrain, "retrain") else []),
             *instance_arguments(context),
         ]  # fmt: skip
 

@@ -122,6 +122,16 @@ def test_two_workers_train_in_sync_and_register_a_candidate(
     ]
     assert len(tagged) == 1
 
+    # Another run on the same inputs (the DAG re-run for the same ds) trains and registers
+    # nothing: it returns the version trained on them.
+    assert run.data.tags["training.input_key"]
+    rerun = train(training_features, FakeTI(task_id="train_model", run_id="manual__rerun"))
+    assert rerun["reused"] and rerun["model_version"] == result["model_version"]
+    assert not result["reused"]
+    assert not mlflow_client.search_runs(
+        [run.info.experiment_id], "tags.`airflow.dag_run_id` = 'manual__rerun'"
+    )
+
 
 def test_one_and_two_workers_reach_comparable_auc(
     training_features: str, mlflow_client: Any
@@ -222,7 +232,9 @@ def test_databricks_backend_trains_through_the_emulator(
             databricks_cluster={"new_cluster": {"num_workers": 2}},
             polling_period_seconds=1,
             mlflow_ui_url="http://mlflow.example",
+            retrain=True,  # the same inputs as another test's version: train anyway
         )
+    assert not result["reused"]
     version = mlflow_client.get_model_version("churn", result["model_version"])
     assert version.tags["airflow.dag_run_id"] == "manual__databricks"
     run = emulator.runs[ti.xcom["run_id"]]
