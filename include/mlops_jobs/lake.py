@@ -328,12 +328,21 @@ def content_hash(location: Location, files: list[str] | None = None) -> str:
     order footer fields deterministically (parquet-mr lists column encodings from a hash set), so
     the same rows written twice can differ byte for byte. Other files are hashed as bytes.
     """
+    return combine_digests(file_digests(location, files))
+
+
+def file_digests(location: Location, files: list[str] | None = None) -> list[str]:
+    """The digest of each file (default: every data file under ``location``), as
+    ``content_hash`` computes them; parts of a version hashed apart combine, without reading
+    them again, into the hash of the whole (``combine_digests``)."""
     fs = location.fs
     paths = data_files(location, suffix="") if files is None else files
-    digests = sorted(
-        _parquet_digest(fs, p) if _is_parquet(fs, p) else _sha256(fs, p) for p in paths
-    )
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return [_parquet_digest(fs, p) if _is_parquet(fs, p) else _sha256(fs, p) for p in paths]
+
+
+def combine_digests(digests: list[str]) -> str:
+    """The content hash of files with these digests (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
 # -- publishing ----------------------------------------------------------------------------

@@ -109,13 +109,16 @@ class HiveExtractOperator(BaseOperator):
         self.check_contracts()
         counts = self.check_partitions(ds, lookback_days, span_days, allow_empty)
         with lake.publishing(target, root=root) as draft:
-            tables = {}
+            tables, digests = {}, []
             for contract in self.sources:
-                tables[contract.alias] = self.export_table(
+                tables[contract.alias], table_digests = self.export_table(
                     contract, ds, lookback_days, span_days, draft.location, counts[contract.alias]
                 )
+                digests += table_digests
             box = draft.commit(
                 {
+                    # every file was hashed with its table: combined, not read a second time
+                    "content_hash": lake.combine_digests(digests),
                     "format_version": SNAPSHOT_FORMAT_VERSION,
                     "dataset": self.dataset,
                     "ds": ds,
@@ -185,8 +188,9 @@ class HiveExtractOperator(BaseOperator):
         span_days: int,
         version: lake.Location,
         expected: dict[str, int] | int,
-    ) -> dict[str, Any]:
-        """Export one table into ``<version>/<alias>`` and reconcile its row count."""
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Export one table into ``<version>/<alias>`` and reconcile its row count; returns its
+        manifest entry and the digests of its files."""
         bounds = contract.partition_range(ds, lookback_days, span_days)
         columns = contract.column_names
         if bounds is not None:
@@ -207,6 +211,7 @@ class HiveExtractOperator(BaseOperator):
                 f"{contract.table}: exported {exported} rows but Hive counts {hive_rows}"
                 + (f" for {contract.partition_column} {bounds[0]}..{bounds[1]}" if bounds else "")
             )
+        digests = lake.file_digests(target, files)
         return {
             "table": str(contract.table),
             "path": contract.alias,
@@ -218,8 +223,8 @@ class HiveExtractOperator(BaseOperator):
             "schema": [{"name": n, "type": t} for n, t in contract.columns]
             + ([{"name": contract.partition_column, "type": "string"}] if bounds else []),
             "files": [f.removeprefix(target.path.rstrip("/") + "/") for f in files],
-            "content_hash": lake.content_hash(target, files),
-        }
+            "content_hash": lake.combine_digests(digests),
+        }, digests
 
 
 def _producer(context: Context) -> dict[str, Any]:

@@ -55,6 +55,7 @@ def test_snapshot_is_published_with_reconciled_manifest(
     box = Path(lake.locate(uri).path)
     manifest = lake.read_manifest(uri)
     assert manifest["ds"] == END and manifest["lookback_days"] == LOOKBACK_DAYS
+    assert manifest["span_days"] == 0
 
     events = pq.read_table(box / "events").to_pandas()
     assert len(events) == manifest["tables"]["events"]["rows"]
@@ -75,7 +76,10 @@ def test_snapshot_is_published_with_reconciled_manifest(
         *(n for n, _ in CUSTOMERS.columns),
         "ds",
     ]
-    assert manifest["content_hash"] and published(lake_root) == [f"ds={END}"]
+    assert published(lake_root) == [f"ds={END}"]
+    # the tables' digests, combined, are the hash of the whole version
+    committed = lake.open_box(lake.box_uri(str(lake_root), "churn/snapshots", END))
+    assert manifest["content_hash"] == lake.content_hash(committed.location)
 
 
 @pytest.mark.hive
