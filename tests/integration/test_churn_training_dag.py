@@ -1,6 +1,6 @@
 """The lifecycle end to end with `dag.test()` against the test HiveServer2, Spark and MLflow:
 churn_training (extraction, features, 2-worker training, evaluation, gate, promotion), then
-churn_batch_scoring twice (predictions replaced in Hive, never duplicated)."""
+churn_batch_scoring (predictions in the lake and in Hive)."""
 
 from __future__ import annotations
 
@@ -56,11 +56,16 @@ def test_churn_lifecycle_runs_end_to_end(
     manifest = lake.read_manifest(box)
     assert manifest["lookback_days"] == 90
     assert manifest["producer"]["dag_id"] == "churn_training"
-    assert manifest["tables"]["events"]["partitions"]["first"] == "2025-12-01"
+    # trained on the labels of a week before END (the default out_of_time_days), tested on END
+    assert manifest["span_days"] == 7
+    assert manifest["tables"]["events"]["partitions"]["first"] == "2025-11-24"
     features = lake.read_manifest(box.parents[1] / "features" / f"ds={END}")
     assert features["snapshot"]["content_hash"] == manifest["content_hash"]
-    labelled = sum(split["rows"] for split in features["splits"].values())
-    assert labelled == manifest["tables"]["churn_labels"]["rows"]
+    assert features["label_ds"] == "2026-02-22"
+    labelled = sum(features["splits"][s]["rows"] for s in ("train", "valid", "test"))
+    labels = manifest["tables"]["churn_labels"]["partitions"]["rows"]
+    assert labelled == labels["2026-02-22"]
+    assert 0 < features["splits"]["oot"]["rows"] < labels[END]
 
     registry = MlflowRegistryHook()
     versions = [
@@ -74,22 +79,22 @@ def test_churn_lifecycle_runs_end_to_end(
     assert candidate_run.info.status == "FINISHED"
     assert candidate_run.data.tags["features.content_hash"] == features["content_hash"]
     assert "test_roc_auc" in candidate_run.data.metrics  # evaluated on the frozen test split
+    assert "oot_roc_auc" in candidate_run.data.metrics  # ...and on a later day
     assert version.tags["validation_status"] in ("passed", "overridden")
     assert "validation.baseline_mlflow_run_id" in version.tags
     assert registry.alias_version("churn", "champion") == str(version.version)
 
-    scoring = dagbag.dags["churn_batch_scoring"]
+    # (a re-run replacing the partition, never appending, is tested with the load operator)
+    scored = dagbag.dags["churn_batch_scoring"].test(logical_date=logical_date)
+    assert scored.state == DagRunState.SUCCESS
+    predictions = lake.read_manifest(
+        Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "predictions" / f"ds={END}"
+    )
+    assert predictions["model"]["version"] == str(version.version)
     hive = HiveWarehouseHook()
     table = TableName("ml", "churn_predictions")
-    for attempt in (1, 2):  # the second run replaces the partition
-        scored = scoring.test(logical_date=logical_date)
-        assert scored.state == DagRunState.SUCCESS, f"scoring run {attempt}"
-        predictions = lake.read_manifest(
-            Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "predictions" / f"ds={END}"
-        )
-        assert predictions["model"]["version"] == str(version.version)
-        assert hive.count_by_partition(table, "ds", END, END) == {END: predictions["rows"]}
-    customers = manifest["tables"]["customers"]["rows"]
+    assert hive.count_by_partition(table, "ds", END, END) == {END: predictions["rows"]}
+    customers = manifest["tables"]["customers"]["partitions"]["rows"]["2026-02-28"]
     assert 0 < predictions["rows"] <= customers
     ((distinct,),) = hive.fetch_all(
         f"SELECT COUNT(DISTINCT customer_id) FROM ml.churn_predictions WHERE ds = '{END}'"
