@@ -18,7 +18,7 @@ BENCH_HIVESERVER2_PORT ?= 10002
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract clean
+.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract bench-reliability clean
 
 setup: $(LOCK_STAMP)
 
@@ -74,6 +74,11 @@ bench-pipeline: demo-data airflow-init
 
 bench-extract: setup
 	$(LOCAL) python bench/extract.py --rows $(BENCH_ROWS) --repeat $(BENCH_REPEAT) --port $(BENCH_HIVESERVER2_PORT)
+
+# The fault-injection and hostile-input suites (pytest -m "faults or hostile") and an audit of
+# every lake they wrote, summarised as one JSON object.
+bench-reliability: setup
+	$(LOCAL) python bench/reliability.py
 
 ui: airflow-init
 	$(LOCAL) airflow standalone

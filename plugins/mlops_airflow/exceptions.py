@@ -22,6 +22,11 @@ class MissingPartitionError(MlopsError):
     """Required partitions are missing or empty."""
 
 
+class HiveServerUnavailableError(MlopsError):
+    """HiveServer2 cannot be reached, or the connection broke during a statement. Transient:
+    the task is retried."""
+
+
 class ReconciliationError(MlopsError):
     """Exported row counts differ from the source's."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
 
+from mlops_airflow.exceptions import HiveServerUnavailableError
 from mlops_jobs import hql
 from mlops_jobs.hql import TableName
 
@@ -27,21 +29,41 @@ class HiveWarehouseHook(HiveServer2Hook):
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (``get_records`` drops DESCRIBE's)."""
         self.log.info("Running: %s", sql)
-        with (
-            contextlib.closing(self.get_conn()) as conn,
-            contextlib.closing(conn.cursor()) as cursor,
-        ):
+        with self._cursor(sql) as cursor:
             cursor.execute(sql)
             return list(cursor.fetchall()) if cursor.description else []
 
     def execute(self, sql: str) -> None:
         """Run one statement that returns no rows (DDL, INSERT)."""
         self.log.info("Running: %s", sql)
-        with (
-            contextlib.closing(self.get_conn()) as conn,
-            contextlib.closing(conn.cursor()) as cursor,
-        ):
+        with self._cursor(sql) as cursor:
             cursor.execute(sql)
+
+    @contextlib.contextmanager
+    def _cursor(self, sql: str) -> Iterator[Any]:
+        """A cursor on a new connection; a refused or broken connection (not an error of the
+        statement) becomes ``HiveServerUnavailableError`` naming the server and the statement."""
+        from thrift.transport.TTransport import TTransportException
+
+        try:
+            conn = self.get_conn()
+        except (TTransportException, OSError) as err:
+            raise HiveServerUnavailableError(
+                f"HiveServer2 {self._address()} is unreachable: {err}"
+            ) from err
+        try:
+            with contextlib.closing(conn), contextlib.closing(conn.cursor()) as cursor:
+                yield cursor
+        except (TTransportException, OSError) as err:
+            statement = " ".join(sql.split())
+            raise HiveServerUnavailableError(
+                f"lost the connection to HiveServer2 {self._address()} while running "
+                f"{statement[:120]}{'…' if len(statement) > 120 else ''}: {err}"
+            ) from err
+
+    def _address(self) -> str:
+        conn = self.get_connection(self.hiveserver2_conn_id)
+        return f"{conn.host}:{conn.port} (connection {self.hiveserver2_conn_id})"
 
     def table_exists(self, table: TableName) -> bool:
         """True when ``table`` exists (SHOW TABLES IN db LIKE 'name')."""

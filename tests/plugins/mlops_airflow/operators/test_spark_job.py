@@ -129,6 +129,7 @@ def test_local_feature_job_and_databricks_run_publish_identical_output(
     assert run.request["idempotency_token"] == idempotency_token(context(ti))
 
 
+@pytest.mark.faults
 def test_local_failure_reports_the_jobs_error(lake_root: Path) -> None:
     missing = lake_root / "churn" / "snapshots" / "ds=2026-03-01"
     out = lake_root / "churn" / "features" / "ds=2026-03-01"
@@ -169,6 +170,7 @@ def test_an_output_outside_the_lake_root_is_refused(demo_snapshot: str, tmp_path
     assert not outside.exists()
 
 
+@pytest.mark.faults
 def test_on_kill_terminates_the_local_process_group(demo_snapshot: str, lake_root: Path) -> None:
     out = lake_root / "churn" / "features" / "ds=2026-03-01"
     op = operator("churn-features", *features_args(demo_snapshot, out), backend="local")
@@ -188,6 +190,7 @@ def test_on_kill_terminates_the_local_process_group(demo_snapshot: str, lake_roo
 # -- databricks backend -------------------------------------------------------------------------
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("status", [429, 503])
 def test_transient_http_errors_are_retried_by_the_hook(
     emulator: DatabricksEmulator, status: int
@@ -208,6 +211,7 @@ def test_wheel_is_uploaded_once_per_version(emulator: DatabricksEmulator) -> Non
     assert len(uploads) == 1 and len(emulator.runs) == 2
 
 
+@pytest.mark.faults
 def test_retry_reattaches_to_the_run_its_first_try_started(emulator: DatabricksEmulator) -> None:
     """Try 1 submits, then loses the Databricks API while the run goes on (an outage, or a
     worker that dies); try 2 finds the run id in the task state store and waits for that run."""
@@ -234,6 +238,7 @@ def test_retry_after_success_returns_the_result_without_a_new_run(
     assert submits(emulator) == 1
 
 
+@pytest.mark.faults
 def test_a_crash_between_submit_and_storing_the_id_gets_the_same_run(
     emulator: DatabricksEmulator,
 ) -> None:
@@ -247,6 +252,7 @@ def test_a_crash_between_submit_and_storing_the_id_gets_the_same_run(
     assert len(emulator.runs) == 1  # runs/submit returned the first run for the same token
 
 
+@pytest.mark.faults
 def test_retry_after_a_failed_run_submits_a_new_one(emulator: DatabricksEmulator) -> None:
     emulator.faults.run_result = "FAILED"
     store = StateStore()
@@ -257,6 +263,7 @@ def test_retry_after_a_failed_run_submits_a_new_one(emulator: DatabricksEmulator
     assert len(emulator.runs) == 2
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_failed_run_raises_with_page_url_and_error_output(
     emulator: DatabricksEmulator, lake_root: Path, deferrable: bool
@@ -278,6 +285,7 @@ def test_failed_run_raises_with_page_url_and_error_output(
     assert "_committed.json is missing" in message  # the job's own error output
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_internal_error_fails_the_task(emulator: DatabricksEmulator, deferrable: bool) -> None:
     emulator.faults.run_result = "INTERNAL_ERROR"
@@ -308,6 +316,7 @@ def test_results_of_long_finished_runs_expire(
     assert Path(lake.locate(op.result_location(context())).path).exists()
 
 
+@pytest.mark.faults
 def test_on_kill_cancels_the_databricks_run(emulator: DatabricksEmulator) -> None:
     emulator.faults.start_delay_seconds = 60
     op = operator(backend="databricks")
@@ -337,6 +346,7 @@ def test_killing_a_deferred_task_cancels_the_run(emulator: DatabricksEmulator) -
     assert emulator.runs[run_id].result_state == "CANCELED"
 
 
+@pytest.mark.faults
 def test_connection_refused_fails_after_the_hooks_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

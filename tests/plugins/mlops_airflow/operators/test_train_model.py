@@ -168,6 +168,7 @@ def _worker_pids(index: int) -> list[int]:
     return pids
 
 
+@pytest.mark.faults
 def test_killed_worker_fails_the_stage_in_bounded_time_and_registers_nothing(
     training_features: str, mlflow_client: Any
 ) -> None:
