@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.hooks.mlflow_registry import MlflowRegistryHook
 from mlops_jobs import lake
 from mlops_jobs.hql import TableName
-from tests.conftest import DEMO
+from tests.conftest import DEMO, TEST_ROOT
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 END = str(DEMO["end_ds"])
@@ -119,10 +120,16 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
 
     from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
 
-    emulator = DatabricksEmulator(tmp_path / "databricks", pending_seconds=0.2).start()
+    # Secret-looking credentials: the Databricks token and an MLflow token must never be
+    # written anywhere (logs, XCom, the run's request, MLflow, manifests).
+    secrets = [f"dapi{uuid.uuid4().hex}", f"mlflow-token-{uuid.uuid4().hex}"]
+    emulator = DatabricksEmulator(
+        tmp_path / "databricks", pending_seconds=0.2, token=secrets[0]
+    ).start()
     try:
         root = "dbfs:/mlops/lake"
         for key, value in {
+            "MLFLOW_TRACKING_TOKEN": secrets[1],
             "AIRFLOW_CONN_DATABRICKS_DEFAULT": emulator.connection(),
             "MLOPS_COMPUTE_BACKEND": "databricks",
             "MLOPS_DATABRICKS_CLUSTER": '{"new_cluster": {"num_workers": 1}}',
@@ -163,3 +170,17 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
     assert len(versions) == 1
     tags = registry.client.get_run(versions[0].run_id).data.tags
     assert tags["features.uri"] == features.uri
+    stores = [TEST_ROOT / "airflow", TEST_ROOT / "mlflow", tmp_path]
+    assert files_containing(stores, secrets) == []
+
+
+def files_containing(directories: list[Path], secrets: list[str]) -> list[str]:
+    """Every file under ``directories`` (logs, databases, artifacts, the lake, the emulator's
+    runs) holding one of ``secrets`` in its bytes."""
+    needles = [s.encode() for s in secrets]
+    found = []
+    for directory in directories:
+        for path in directory.rglob("*"):
+            if path.is_file() and any(n in path.read_bytes() for n in needles):
+                found.append(str(path))
+    return found
