@@ -282,7 +282,7 @@ def run_export(lake_root: Path) -> dict[str, Any]:
     hashing: list[float] = []
     with (
         timed_calls(HiveWarehouseHook, "export_parquet", statement),
-        timed_calls(lake, "content_hash", hashing),
+        timed_calls(lake, "file_digests", hashing),
     ):
         started = time.perf_counter()
         uri = operator.execute({})

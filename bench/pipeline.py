@@ -143,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     # Promotion is forced so that scoring always has a champion to run with; the gate's
     # figures are still computed and recorded.
     training = startup_share(
-        dags_test("churn_training", args.ds, {"force_promote": True, "force_reason": "benchmark"}),
+        dags_test(
+            "churn_training",
+            args.ds,
+            # retrain: a version trained on the same inputs would otherwise be reused
+            {"force_promote": True, "force_reason": "benchmark", "retrain": True},
+        ),
         spark_s,
         tf_s,
     )

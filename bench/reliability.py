@@ -36,8 +36,9 @@ class Outcomes:
         self.passed: set[str] = set()
         self.skipped: set[str] = set()
 
-    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
-        for item in items:
+    def pytest_collection_finish(self, session: Any) -> None:
+        # after -m, -k and --deselect: only the cases that run
+        for item in session.items:
             self.markers[item.nodeid] = {m.name for m in item.iter_markers()}
 
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -51,21 +52,9 @@ class Outcomes:
     def cases(self, marker: str) -> list[str]:
         return sorted(n for n, marks in self.markers.items() if marker in marks)
 
-
-def lakes_under(directory: Path) -> list[Path]:
-    """Directories holding published boxes (a ``_committed.json`` somewhere below), outermost."""
-    from mlops_jobs import lake
-
-    roots: list[Path] = []
-    for pointer in sorted(directory.rglob(lake.POINTER)):
-        # the lake root is the box's dataset parent: walk up past ds=…/dataset directories
-        candidate = pointer.parent
-        while candidate.parent != directory and candidate.name.startswith("ds="):
-            candidate = candidate.parent
-        root = candidate.parent
-        if not any(root == r or r in root.parents for r in roots):
-            roots.append(root)
-    return roots
+    def survived(self, cases: list[str]) -> int:
+        """Cases that passed in every phase (a failed teardown is a failure)."""
+        return sum(n in self.passed and n not in self.failed for n in cases)
 
 
 def main(argv: list[str]) -> int:
@@ -93,7 +82,8 @@ def main(argv: list[str]) -> int:
             plugins=[outcomes],
         )
         session_lake = Path(os.environ.get("MLOPS_LAKE_ROOT", ROOT / ".local" / "test" / "lake"))
-        audited = [*lakes_under(base), *([session_lake] if session_lake.exists() else [])]
+        # every temporary directory of the run (each test's lakes) and the session's lake
+        audited = [d for d in (base, session_lake) if d.exists()]
         problems: list[str] = []
         drafts = 0
         for root in audited:
@@ -104,9 +94,9 @@ def main(argv: list[str]) -> int:
     summary = {
         "benchmark": "reliability",
         "faults_injected": len(faults),
-        "faults_survived_as_specified": sum(n in outcomes.passed for n in faults),
+        "faults_survived_as_specified": outcomes.survived(faults),
         "bad_inputs_tried": len(hostile),
-        "bad_inputs_refused": sum(n in outcomes.passed for n in hostile),
+        "bad_inputs_refused": outcomes.survived(hostile),
         "lost_or_half_written": len(problems),
         "drafts_left": drafts,
         "lakes_audited": len(audited),

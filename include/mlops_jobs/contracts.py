@@ -23,7 +23,8 @@ DEFAULT_LOOKBACK_DAYS = 90
 
 
 class PartitionWindow(StrEnum):
-    """Which partitions of a ``ds``-partitioned table one run reads."""
+    """Which partitions of a ``ds``-partitioned table one run reads (for one day; a run that
+    spans several days reads each window from its first day on, see ``partition_range``)."""
 
     NONE = "none"  # not partitioned: the whole table
     CURRENT = "current"  # ds = run ds

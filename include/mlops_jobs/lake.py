@@ -199,7 +199,14 @@ def lake_root(explicit: str | None = None) -> str:
     value = explicit or os.environ.get(ROOT_ENV)
     if not value:
         raise LakeError(f"no lake root: pass one or set {ROOT_ENV}")
-    if not urlparse(value.strip()).scheme and not os.path.isabs(value.strip()):
+    parsed = urlparse(value.strip())
+    relative = (
+        not os.path.isabs(value.strip())
+        if not parsed.scheme
+        else parsed.scheme == "file"
+        and (parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"))
+    )
+    if relative:
         # it would depend on the working directory of whichever process reads it
         raise LakeError(f"lake root {value!r} is a relative path; give an absolute path or a URI")
     return normalize(value)
@@ -381,7 +388,8 @@ class Draft:
                 "written, or another writer's sweep removed it)"
             )
         final = dict(manifest)
-        final.setdefault("content_hash", content_hash(self.location))
+        if "content_hash" not in final:  # a writer that hashed its files already gives it
+            final["content_hash"] = content_hash(self.location)
         final["version"] = self.version
         self.location.child(MANIFEST).write_text(json.dumps(final, indent=2, sort_keys=True))
         try:

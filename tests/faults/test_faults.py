@@ -169,25 +169,40 @@ def test_a_lake_that_cannot_be_written_fails_naming_it(
     assert blocker.read_text() == "a file where the lake should be"
 
 
-def test_a_write_error_mid_publish_keeps_the_previous_version(tmp_path: Path) -> None:
-    """The pointer cannot be written (a directory stands where it goes): the commit fails
-    after the data and manifest were written, and readers still see the previous version."""
+@pytest.mark.parametrize("failing", [lake.MANIFEST, lake.POINTER])
+def test_a_write_error_mid_publish_keeps_the_previous_version(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails (ENOSPC) while the new version's manifest, or the pointer that makes it
+    current, is written: the commit fails, readers still see the previous version whole, and
+    the next try publishes."""
+    import errno
+
     box = lake.box_uri(str(tmp_path), "churn/features", END)
     with lake.publishing(box, root=str(tmp_path)) as draft:
         draft.location.child("data.csv").write_text("a,b\n1,2\n")
         previous = draft.commit({"ds": END}).uri
-    pointer = Path(lake.locate(box).path) / lake.POINTER
-    pointer.unlink()
-    pointer.mkdir()  # the next pointer write fails
-    with pytest.raises(OSError), lake.publishing(box, root=str(tmp_path)) as draft:
-        draft.location.child("data.csv").write_text("a,b\n3,4\n")
-        draft.commit({"ds": END})
-    pointer.rmdir()
-    # restore the pointer as it was, then check that the failed version is no reader's
+    write_text = lake.Location.write_text
+
+    def full_disk(self: lake.Location, text: str) -> None:
+        if self.name == failing:
+            raise OSError(errno.ENOSPC, "No space left on device", self.path)
+        write_text(self, text)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lake.Location, "write_text", full_disk)
+        with (
+            pytest.raises(OSError, match="No space left"),
+            lake.publishing(box, root=str(tmp_path)) as draft,
+        ):
+            draft.location.child("data.csv").write_text("a,b\n3,4\n")
+            draft.commit({"ds": END})
+    assert lake.open_box(box).uri == previous
+    assert_whole(tmp_path)
     with lake.publishing(box, root=str(tmp_path)) as draft:
-        draft.location.child("data.csv").write_text("a,b\n1,2\n")
-        committed = draft.commit({"ds": END})
-    assert committed.uri != previous
+        draft.location.child("data.csv").write_text("a,b\n3,4\n")
+        retried = draft.commit({"ds": END}).uri
+    assert lake.open_box(box).uri == retried != previous
     assert_whole(tmp_path)
 
 

@@ -111,6 +111,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
     dagbag: DagBag,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The same DAG, changed by configuration only: the jobs run on the strict Databricks
     emulator (a fresh process with only the run's environment, the wheel and its declared
@@ -172,6 +173,11 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
     assert tags["features.uri"] == features.uri
     stores = [TEST_ROOT / "airflow", TEST_ROOT / "mlflow", tmp_path]
     assert files_containing(stores, secrets) == []
+    # nor the task logs (dag.test() prints them) and the runs' requests as the API got them
+    out, err = capfd.readouterr()
+    requests = json.dumps([r.request for r in emulator.runs.values()])
+    for secret in secrets:
+        assert secret not in out and secret not in err and secret not in requests
 
 
 def files_containing(directories: list[Path], secrets: list[str]) -> list[str]:

@@ -48,13 +48,20 @@ class EvaluateRequest:
     try_number: int = 1
 
 
-def load_probabilities(model_uri: str, inputs: dict[str, np.ndarray], what: str) -> np.ndarray:
+def load_probabilities(
+    model_uri: str, inputs: dict[str, dict[str, np.ndarray]], what: str
+) -> dict[str, np.ndarray]:
+    """Load the model once and score each split's ``inputs`` (by split name)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    split = "the model"
     try:
         model = mlflow.pyfunc.load_model(model_uri)
-        return predict_probabilities(model, inputs)
+        scores = {}
+        for split, split_inputs in inputs.items():
+            scores[split] = predict_probabilities(model, split_inputs)
+        return scores
     except (OSError, ConnectionError, TimeoutError):
         raise  # the store or the network failed: a retry may succeed
     except MlflowException as err:
@@ -62,7 +69,7 @@ def load_probabilities(model_uri: str, inputs: dict[str, np.ndarray], what: str)
             raise
         raise EvaluationError(f"{what} ({model_uri}) cannot be loaded: {err.message}") from err
     except Exception as err:
-        raise EvaluationError(f"{what} ({model_uri}) cannot score the test split: {err}") from err
+        raise EvaluationError(f"{what} ({model_uri}) cannot score {split}: {err}") from err
 
 
 def train_baseline(
@@ -129,12 +136,16 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     labels = test[features.manifest["label"]].to_numpy(np.int64)
     later = features.frame(OUT_OF_TIME) if features.rows(OUT_OF_TIME) else None
     models = {"candidate": candidate} | ({"champion": champion} if champion is not None else {})
+    splits = {"the test split": features.inputs(test)}
+    if later is not None:
+        splits["the out-of-time split"] = features.inputs(later)
     probabilities, later_probabilities = {}, {}
     for role, version in models.items():
         uri, what = f"models:/{name}/{version.version}", f"{role} version {version.version}"
-        probabilities[role] = load_probabilities(uri, features.inputs(test), what)
+        scores = load_probabilities(uri, splits, what)
+        probabilities[role] = scores["the test split"]
         if later is not None:
-            later_probabilities[role] = load_probabilities(uri, features.inputs(later), what)
+            later_probabilities[role] = scores["the out-of-time split"]
     mlflow.set_experiment(experiment_id=client.get_run(str(candidate.run_id)).info.experiment_id)
     lineage = {
         **tracking.instance_tags(

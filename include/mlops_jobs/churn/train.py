@@ -93,7 +93,11 @@ def run(request: TrainRequest) -> dict[str, Any]:
         )
         if client.get_run(existing.run_id).info.status == "RUNNING":
             client.set_terminated(existing.run_id, "FINISHED")
-        return _result(client, existing)
+        return {**_result(client, existing), "reused": False}
+    for stale in earlier:
+        if stale.info.status == "RUNNING":
+            print(f"marking run {stale.info.run_id} of an earlier try FAILED (it never finished)")
+            client.set_terminated(stale.info.run_id, "FAILED")
     key = input_key(features, config, request.workers, request.registered_model, code_version())
     if not request.retrain:
         same_inputs = [
@@ -114,10 +118,6 @@ def run(request: TrainRequest) -> dict[str, Any]:
                 "(retrain to train anyway)"
             )
             return {**_result(client, reused), "reused": True}
-    for stale in earlier:
-        if stale.info.status == "RUNNING":
-            print(f"marking run {stale.info.run_id} of an earlier try FAILED (it never finished)")
-            client.set_terminated(stale.info.run_id, "FAILED")
     mlflow.set_experiment(experiment_id=experiment_id)
     tags = {
         **instance,
@@ -134,7 +134,12 @@ def run(request: TrainRequest) -> dict[str, Any]:
     # A run created through the client stays RUNNING until set_terminated: it must not look
     # FINISHED while the workers are still training.
     mlflow_run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    params = {**config.as_params(), "workers": request.workers, "ds": features.manifest.get("ds")}
+    params = {
+        **config.as_params(),
+        "workers": request.workers,
+        "ds": features.manifest.get("ds"),
+        "label_ds": features.manifest.get("label_ds", features.manifest.get("ds")),
+    }
     client.log_batch(
         mlflow_run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()]
     )

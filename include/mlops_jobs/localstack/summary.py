@@ -53,10 +53,15 @@ def summarize_day(ds: str, client: Any) -> list[str]:
     )
     if client is None:
         return lines
-    uri = features.uri
+    content = features.manifest.get("content_hash")
     for version in _versions(client):
         run = client.get_run(version.run_id)
-        if run.data.tags.get("features.uri") != uri or run.data.tags.get("role") != "training":
+        # by content: a version reused for unchanged inputs was trained on an earlier
+        # version of the same feature set
+        if (
+            run.data.tags.get("features.content_hash") != content
+            or run.data.tags.get("role") != "training"
+        ):
             continue
         m = run.data.metrics
         tags = version.tags

@@ -69,9 +69,11 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
     champion, and better than the baseline. With no champion, the floor and the baseline decide.
 
     Branches to ``approval_task_id`` when the gate passes or ``force_promote`` overrides it,
-    else to ``reject_task_id``. Tags the version with the gate's figures, logs
-    ``evaluation/decision.md`` to the candidate's run and pushes the decision (XCom
-    ``decision``) for the tasks downstream.
+    else to ``reject_task_id``. A candidate decided before (training reused a version trained
+    on the same inputs, which already has a ``validation_status``) is not decided again: both
+    branches are skipped and its tags stay as they are, unless ``force_promote``. Tags the
+    version with the gate's figures, logs ``evaluation/decision.md`` to the candidate's run
+    and pushes the decision (XCom ``decision``) for the tasks downstream.
 
     :param evaluation: The evaluation (``EvaluateModelOperator``'s result). (templated)
     :param thresholds: Overrides of the promotion thresholds. (templated)
@@ -110,7 +112,7 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
         self.reject_task_id = reject_task_id
         self.mlflow_conn_id = mlflow_conn_id
 
-    def choose_branch(self, context: Context) -> str:
+    def choose_branch(self, context: Context) -> str | None:
         from mlops_jobs.evaluation.gate import GateConfig, GateConfigError, decide, markdown_table
 
         evaluation = self.evaluation
@@ -128,6 +130,19 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
             raise InvalidParameterError(f"promotion thresholds: {err}") from None
 
         candidate, champion = evaluation["candidate"], evaluation.get("champion")
+        name, version = evaluation["model_name"], str(candidate["version"])
+        earlier = self.registry.client.get_model_version(name, version).tags.get(
+            "validation_status"
+        )
+        if earlier and not force:
+            self.log.info(
+                "Version %s of %s was decided before (validation_status=%s): training reused it "
+                "for unchanged inputs, so nothing is decided again (force_promote to promote it)",
+                version,
+                name,
+                earlier,
+            )
+            return None  # skips every branch
         decision = decide(
             config,
             candidate["metrics"],
@@ -139,7 +154,6 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
         table = markdown_table(evaluation, decision)
         if force and not decision.passed:
             table += f"\n\n**Overridden**: `force_promote` with reason: {reason}"
-        name, version = evaluation["model_name"], str(candidate["version"])
         metric = decision.metric
 
         def figure(model: Mapping[str, Any] | None) -> str:

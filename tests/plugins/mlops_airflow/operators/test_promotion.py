@@ -47,7 +47,9 @@ def hook() -> MlflowRegistryHook:
     return MlflowRegistryHook()
 
 
-def gate(evaluation: dict[str, Any], store: dict[tuple[str, str], Any], **kwargs: Any) -> str:
+def gate(
+    evaluation: dict[str, Any], store: dict[tuple[str, str], Any], **kwargs: Any
+) -> str | None:
     op = ModelGateOperator(
         task_id="promotion_gate",
         evaluation=evaluation,
@@ -334,3 +336,24 @@ def test_hook_reads_the_tracking_uri_from_a_connection(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     with pytest.raises(InvalidParameterError, match="mlflow_missing"):
         _ = MlflowRegistryHook("mlflow_missing").uris
+
+
+def test_a_version_decided_before_is_not_decided_again(
+    model_name: str, hook: MlflowRegistryHook
+) -> None:
+    """Training reused a version trained on the same inputs: the gate leaves its decision and
+    tags alone (both branches skipped) unless forced."""
+    v1 = register_version(hook.client, model_name)
+    store: dict[tuple[str, str], Any] = {}
+    assert gate(evaluation_result(hook.client, model_name, v1, 0.81, 0.78), store) == (
+        "approve_promotion"
+    )
+    auto_approve(store)
+    promote(store)
+    before = hook.client.get_model_version(model_name, v1).tags
+    again: dict[tuple[str, str], Any] = {}
+    evaluation = evaluation_result(hook.client, model_name, v1, 0.70, 0.78, v1, 0.70)
+    assert gate(evaluation, again) is None
+    assert hook.client.get_model_version(model_name, v1).tags == before
+    forced = gate(evaluation, again, force_promote=True, force_reason="re-decide on purpose")
+    assert forced == "approve_promotion"
