@@ -22,6 +22,10 @@ from typing import Any
 
 from mlops_jobs.process import ProcessGroup, ProcessTimeoutError
 
+# Marks a worker's own error in Spark's exception text. Not written out literally where it is
+# raised: the Python traceback Spark forwards shows that source line before the message.
+WORKER_FAILED = "MLOPS_WORKER_FAILED"
+
 
 class LaunchError(RuntimeError):
     """The distributed training stage failed; the message names the worker and its error."""
@@ -93,7 +97,7 @@ def _barrier_task(spec: WorkerSpec) -> Any:
         try:
             result = run_worker(spec, tf_config, index, threads)
         except LaunchError as err:
-            raise RuntimeError(f"MLOPS_WORKER_FAILED {err}") from None
+            raise RuntimeError(f"{WORKER_FAILED} {err}") from None
         yield json.dumps(result)
 
     return task
@@ -114,9 +118,9 @@ def launch(spark: Any, workers: int, spec: WorkerSpec) -> list[dict[str, Any]]:
         raw = rdd.barrier().mapPartitions(_barrier_task(spec)).collect()
     except Exception as err:
         message = str(err)
-        marker = message.find("MLOPS_WORKER_FAILED ")
+        marker = message.find(f"{WORKER_FAILED} ")
         if marker >= 0:
-            detail = message[marker + len("MLOPS_WORKER_FAILED ") :]
+            detail = message[marker + len(WORKER_FAILED) + 1 :]
             detail = detail.split("\n\tat ", 1)[0].split("\nJVM stacktrace", 1)[0]
             raise LaunchError(detail.strip()) from None
         raise LaunchError(f"the training stage failed: {message[:4000]}") from None
