@@ -52,7 +52,7 @@ class HiveWarehouseHook(HiveServer2Hook):
                 f"HiveServer2 {self._address()} is unreachable: {err}"
             ) from err
         try:
-            with contextlib.closing(conn), contextlib.closing(conn.cursor()) as cursor:
+            with contextlib.closing(conn.cursor()) as cursor:
                 yield cursor
         except (TTransportException, OSError) as err:
             statement = " ".join(sql.split())
@@ -60,6 +60,21 @@ class HiveWarehouseHook(HiveServer2Hook):
                 f"lost the connection to HiveServer2 {self._address()} while running "
                 f"{statement[:120]}{'…' if len(statement) > 120 else ''}: {err}"
             ) from err
+        finally:
+            self._close_session(conn)
+
+    def _close_session(self, conn: Any) -> None:
+        """Close the session; a failure to close is logged, not raised: the statement's work is
+        done by then (HiveServer2 can fail to close sessions closed concurrently, e.g. with
+        ``NoClassDefFoundError`` from its session cleanup)."""
+        try:
+            conn.close()
+        except Exception as err:
+            self.log.warning(
+                "Closing the HiveServer2 session at %s failed (the statement's outcome stands): %s",
+                self._address(),
+                err,
+            )
 
     def _address(self) -> str:
         conn = self.get_connection(self.hiveserver2_conn_id)
