@@ -49,8 +49,12 @@ airflow-init: setup
 	$(LOCAL) airflow db migrate >/dev/null
 	$(LOCAL) airflow pools set mlflow_registry 1 "Serialises moves of MLflow registry aliases" >/dev/null
 
+# The first day bootstraps the empty registry: its candidate becomes the first champion even if
+# the gate would reject it (recorded as overridden, with the reason), so scoring has a model.
+BOOTSTRAP_CONF := {"force_promote": true, "force_reason": "bootstrap: the demo's first champion"}
+
 run: demo-data airflow-init
-	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS)
+	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS) -c '$(BOOTSTRAP_CONF)'
 	$(LOCAL) airflow dags test churn_training $(DS)
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
 	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
