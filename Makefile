@@ -51,7 +51,7 @@ airflow-init: setup
 
 # The first day bootstraps the empty registry: its candidate becomes the first champion even if
 # the gate would reject it (recorded as overridden, with the reason), so scoring has a model.
-BOOTSTRAP_CONF := {"force_promote": true, "force_reason": "bootstrap: the demo's first champion"}
+BOOTSTRAP_CONF := {"force_promote": true, "force_reason": "bootstrap: first champion of the demo"}
 
 run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS) -c '$(BOOTSTRAP_CONF)'
