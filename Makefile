@@ -10,7 +10,9 @@ LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cks
 
 DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 120
-DS ?= 2026-03-01
+# The demo's last day: yesterday (UTC), the newest day whose labels are complete, so a run
+# triggered in the UI with its default logical date (now) finds its data.
+DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.datetime.now(d.UTC).date() - d.timedelta(days=1))")
 # bench-extract: rows of its bench table, repetitions, and its own HiveServer2's port.
 BENCH_ROWS ?= 1000000
 BENCH_REPEAT ?= 3
@@ -51,11 +53,13 @@ airflow-init: setup
 
 # The first day bootstraps the empty registry: its candidate becomes the first champion even if
 # the gate would reject it (recorded as overridden, with the reason), so scoring has a model.
-BOOTSTRAP_CONF := {"force_promote": true, "force_reason": "bootstrap: first champion of the demo"}
+# Each training run names its label day (Param ds); the logical date alone would train on the
+# day before it (the newest day whose labels are complete when a run is due).
+BOOTSTRAP_CONF := {"ds": "$(PREVIOUS_DS)", "force_promote": true, "force_reason": "bootstrap: first champion of the demo"}
 
 run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS) -c '$(BOOTSTRAP_CONF)'
-	$(LOCAL) airflow dags test churn_training $(DS)
+	$(LOCAL) airflow dags test churn_training $(DS) -c '{"ds": "$(DS)"}'
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
 	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
 

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "churn_training",
             args.ds,
             # retrain: a version trained on the same inputs would otherwise be reused
-            {"force_promote": True, "force_reason": "benchmark", "retrain": True},
+            {"ds": args.ds, "force_promote": True, "force_reason": "benchmark", "retrain": True},
         ),
         spark_s,
         tf_s,

@@ -71,9 +71,14 @@ from mlops_airflow.operators.promotion import (
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
-from mlops_airflow.utils import lake_uri
-from mlops_jobs.churn.tables import CHURN_SOURCES, OUT_OF_TIME_DAYS
+from mlops_airflow.utils import COMPUTE_BACKENDS, complete_label_ds, lake_uri
+from mlops_jobs.churn.tables import CHURN_SOURCES, LABEL_HORIZON_DAYS, OUT_OF_TIME_DAYS
 from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
+
+#: The label day of the run (``complete_label_ds``), a Jinja expression.
+BACKEND = "{{ params.compute_backend or '' }}"
+DS = "complete_label_ds(dag_run, params.ds, params.label_horizon_days)"
+DATA, TRAINING, PROMOTION = "Data", "Training", "Promotion"
 
 with DAG(
     dag_id="churn_training",
@@ -83,125 +88,245 @@ with DAG(
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    # Longer than the approval's response timeout: a run waiting for a person is not late.
+    dagrun_timeout=dt.timedelta(hours=36),
     tags=["churn", "ml"],
-    user_defined_macros={"lake_uri": lake_uri},
+    user_defined_macros={"lake_uri": lake_uri, "complete_label_ds": complete_label_ds},
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
     params={
+        "ds": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Label day",
+            description="Train on the labels of this day (YYYY-MM-DD). Empty: the newest day "
+            "whose labels are complete when the run is due (the day before its logical date, "
+            "less the label horizon).",
+            section=DATA,
+        ),
+        "label_horizon_days": Param(
+            LABEL_HORIZON_DAYS,
+            type="integer",
+            minimum=0,
+            maximum=365,
+            title="Label horizon (days)",
+            description="Days after a label's day before its labels are complete.",
+            section=DATA,
+        ),
         "lookback_days": Param(
             DEFAULT_LOOKBACK_DAYS,
             type="integer",
             minimum=1,
             maximum=730,
-            description="Days of event history before ds that the snapshot includes.",
+            title="Lookback (days)",
+            description="Days of event history before the label day that the snapshot includes.",
+            section=DATA,
         ),
         "out_of_time_days": Param(
             OUT_OF_TIME_DAYS,
             type="integer",
             minimum=0,
             maximum=90,
-            description="Train on the labels of this many days before ds and test the model on "
-            "the labels of ds too (out of time); 0 trains on ds and skips that test.",
+            title="Out-of-time test (days)",
+            description="Train on the labels of this many days before the label day and test "
+            "the model on the labels of the label day too (out of time); 0 trains on the label "
+            "day and skips that test.",
+            section=DATA,
         ),
         "allow_empty_partitions": Param(
             False,
             type="boolean",
+            title="Allow empty partitions",
             description="Accept required partitions that exist but have no rows.",
+            section=DATA,
+        ),
+        "wait_for_data_minutes": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=24 * 60,
+            title="Wait for data (minutes)",
+            description="How long to wait for missing partitions. Empty: scheduled runs wait "
+            "up to 6 hours, runs triggered by hand check once and fail naming what is missing.",
+            section=DATA,
+        ),
+        "compute_backend": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *COMPUTE_BACKENDS],
+            values_display={"local": "Local Spark", "databricks": "Databricks"},
+            title="Compute backend",
+            description="Where the Spark jobs run. Empty: the deployment's setting (Variable "
+            "mlops_compute_backend, else local).",
+            section=TRAINING,
         ),
         "workers": Param(
-            2, type="integer", minimum=1, maximum=64, description="TensorFlow workers."
+            2,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="Workers",
+            description="TensorFlow workers training synchronously.",
+            section=TRAINING,
+        ),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=1000,
+            title="Epochs",
+            description="Maximum epochs (early stopping may end sooner). Empty: "
+            "train_config.json's.",
+            section=TRAINING,
+        ),
+        "learning_rate": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Learning rate",
+            description="Adam's learning rate. Empty: train_config.json's.",
+            section=TRAINING,
+        ),
+        "batch_size": Param(
+            None,
+            type=["null", "integer"],
+            minimum=8,
+            maximum=65536,
+            title="Batch size per worker",
+            description="Examples per worker and step. Empty: train_config.json's.",
+            section=TRAINING,
         ),
         "train_params": Param(
             {},
             type="object",
-            description='Training parameter overrides, e.g. {"epochs": 20, "dropout": 0.1}.',
+            title="Expert overrides (JSON)",
+            description="Other overrides of train_config.json, e.g. "
+            '{"dropout": 0.1, "hidden_units": [128, 64]}.',
+            section=TRAINING,
         ),
         "retrain": Param(
             False,
             type="boolean",
+            title="Retrain",
             description="Train even if a model version was trained on the same inputs (feature "
             "set, code, configuration and workers); by default that version is reused.",
-        ),
-        "promotion_thresholds": Param(
-            {},
-            type="object",
-            description='Promotion threshold overrides, e.g. {"floor": 0.75, '
-            '"min_improvement_over_champion": 0.005}.',
+            section=TRAINING,
         ),
         "require_approval": Param(
             False,
             type="boolean",
+            title="Require approval",
             description="Wait for a person to approve the promotion (Required Actions).",
+            section=PROMOTION,
+        ),
+        "promotion_thresholds": Param(
+            {},
+            type="object",
+            title="Threshold overrides (JSON)",
+            description='Promotion threshold overrides, e.g. {"floor": 0.75, '
+            '"min_improvement_over_champion": 0.005}.',
+            section=PROMOTION,
         ),
         "force_promote": Param(
             False,
             type="boolean",
-            description="Promote even if the gate rejects the candidate (needs force_reason).",
+            title="Force promotion",
+            description="Promote even if the gate rejects the candidate (needs a reason).",
+            section=PROMOTION,
         ),
         "force_reason": Param(
             "",
             type="string",
             maxLength=500,
-            description="Why the gate is overridden; required with force_promote.",
+            title="Reason for forcing",
+            description="Why the gate is overridden; required with Force promotion.",
+            section=PROMOTION,
         ),
     },
 ) as dag:
     wait_for_partitions = HivePartitionsSensor(
         task_id="wait_for_partitions",
-        partitions=partition_templates(CHURN_SOURCES, span="params.out_of_time_days"),
+        doc_md="Waits for the Hive partitions the run needs; a manual run checks once.",
+        partitions=partition_templates(CHURN_SOURCES, ds=DS, span="params.out_of_time_days"),
         mode="reschedule",
         poke_interval=300,
         timeout=6 * 3600,
+        wait_minutes="{{ params.wait_for_data_minutes }}",
     )
     extract_snapshot = HiveExtractOperator(
         task_id="extract_snapshot",
+        doc_md="Checks the tables' contract and exports the partitions server-side into a "
+        "snapshot in the lake (`manifest.json` has the row counts and the content hash).",
         sources=CHURN_SOURCES,
         dataset="churn/snapshots",
+        ds=f"{{{{ {DS} }}}}",
         lookback_days="{{ params.lookback_days }}",
         span_days="{{ params.out_of_time_days }}",
         allow_empty_partitions="{{ params.allow_empty_partitions }}",
         outlets=[CHURN_SNAPSHOT],
+        execution_timeout=dt.timedelta(hours=2),
     )
 
     build_features = SparkJobOperator(
         task_id="build_features",
+        doc_md="Spark: validates the snapshot and builds point-in-time features with a "
+        "deterministic split.",
         job="churn-features",
+        backend=BACKEND,
         arguments=[
             "--snapshot",
             "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
             "--output",
-            "{{ lake_uri('churn', 'features', 'ds=' ~ ds) }}",
+            f"{{{{ lake_uri('churn', 'features', 'ds=' ~ {DS}) }}}}",
         ],
         outlets=[CHURN_FEATURES],
+        execution_timeout=dt.timedelta(hours=2),
     )
 
     train_model = TrainModelOperator(
         task_id="train_model",
+        doc_md="TensorFlow workers train the model; MLflow tracks the run and registers the "
+        "candidate version (link: MLflow run).",
+        backend=BACKEND,
         features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
         workers="{{ params.workers }}",
         train_params="{{ params.train_params | tojson }}",
+        epochs="{{ params.epochs }}",
+        learning_rate="{{ params.learning_rate }}",
+        batch_size="{{ params.batch_size }}",
         retrain="{{ params.retrain }}",
         outlets=[CHURN_MODEL_CANDIDATE],
+        execution_timeout=dt.timedelta(hours=6),
     )
 
     evaluate_model = EvaluateModelOperator(
         task_id="evaluate_model",
+        doc_md="Candidate, champion and baseline score the same test and out-of-time splits; "
+        "metrics and the report go to the candidate's MLflow run.",
+        backend=BACKEND,
         features="{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
         candidate_version="{{ ti.xcom_pull(task_ids='train_model')['model_version'] }}",
         # the model the candidate was registered in, even if the setting changed since
         model_name="{{ ti.xcom_pull(task_ids='train_model')['model_name'] }}",
         thresholds="{{ params.promotion_thresholds | tojson }}",
+        execution_timeout=dt.timedelta(hours=2),
     )
     promotion_gate = ModelGateOperator(
         task_id="promotion_gate",
+        doc_md="Applies the promotion thresholds; the task log shows the decision's table.",
         evaluation=evaluate_model.output,
         thresholds="{{ params.promotion_thresholds | tojson }}",
         force_promote="{{ params.force_promote }}",
         force_reason="{{ params.force_reason }}",
         approval_task_id="approve_promotion",
         reject_task_id="reject_candidate",
+        execution_timeout=dt.timedelta(minutes=15),
     )
     approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
+        doc_md="With Require approval, a person approves or rejects the promotion under "
+        "Required Actions; otherwise it passes at once.",
         require_approval="{{ params.require_approval }}",
         subject="{% set decision = ti.xcom_pull(task_ids='promotion_gate', key='decision') %}"
         "Promote {{ decision['model_name'] }} version {{ decision['candidate_version'] }}?",
@@ -215,18 +340,26 @@ with DAG(
     )
     promote_model = PromoteModelOperator(
         task_id="promote_model",
+        doc_md="Moves @challenger, then @champion (compare-and-set); the old champion keeps "
+        "@previous.",
         gate_task_id="promotion_gate",
         approval_task_id="approve_promotion",
         pool=REGISTRY_POOL,
         outlets=[CHURN_MODEL],
+        execution_timeout=dt.timedelta(minutes=15),
     )
     reject_candidate = RejectModelOperator(
-        task_id="reject_candidate", gate_task_id="promotion_gate"
+        task_id="reject_candidate",
+        doc_md="Records why the gate rejected the candidate.",
+        gate_task_id="promotion_gate",
+        execution_timeout=dt.timedelta(minutes=15),
     )
     reject_in_review = RejectModelOperator(
         task_id="reject_in_review",
+        doc_md="Records that the promotion was rejected in review (or not answered in time).",
         gate_task_id="promotion_gate",
         approval_task_id="approve_promotion",
+        execution_timeout=dt.timedelta(minutes=15),
     )
 
     wait_for_partitions >> extract_snapshot >> build_features >> train_model >> evaluate_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping
@@ -56,6 +57,25 @@ def positive_int(value: object, name: str, minimum: int = 1) -> int:
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{name} must be a whole number, got {value!r}") from None
     if number < minimum:
+        raise InvalidParameterError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def optional_number(
+    value: object, name: str, kind: type[int] | type[float], minimum: float | None = None
+) -> int | float | None:
+    """``value`` as an ``int`` or a positive ``float`` (a rendered template included), None when
+    unset (None, empty or ``'None'``), or an error naming the parameter."""
+    if value is None or str(value).strip() in ("", "None", "null"):
+        return None
+    try:
+        number = kind(str(value).strip()) if kind is float else int(str(value).strip())
+    except ValueError:
+        kind_name = "a whole number" if kind is int else "a number"
+        raise InvalidParameterError(f"{name} must be {kind_name}, got {value!r}") from None
+    if kind is float and not (0 < number < float("inf")):
+        raise InvalidParameterError(f"{name} must be a positive number, got {value!r}")
+    if minimum is not None and number < minimum:
         raise InvalidParameterError(f"{name} must be at least {minimum}, got {number}")
     return number
 
@@ -142,6 +162,22 @@ def run_ds(dag_run: Any, override: str | None = None) -> str:
     if when is None:
         raise InvalidParameterError("the run has neither a logical date nor a run_after date")
     return when.strftime("%Y-%m-%d")
+
+
+def complete_label_ds(dag_run: Any, override: str | None = None, horizon_days: Any = 0) -> str:
+    """The label day a training run works on: ``override`` when given (a Param), else the
+    newest day whose labels are complete when the run is due: the day before its logical date
+    (or, without one, the day it was due), less the labels' maturity horizon in days.
+
+    A run is due at the start of its logical day, when that day's labels cannot exist yet, and a
+    label of day ``d`` is final only ``horizon_days`` after ``d``. The result depends on the
+    run's date alone, so a backfill or catch-up run trains on what the original run did.
+    """
+    if override:
+        return run_ds(dag_run, override)
+    horizon = positive_int(horizon_days, "label_horizon_days", minimum=0)
+    due = dt.date.fromisoformat(run_ds(dag_run))
+    return (due - dt.timedelta(days=1 + horizon)).isoformat()
 
 
 MLFLOW_UI_VARIABLE = "mlops_mlflow_ui_url"

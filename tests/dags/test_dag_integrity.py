@@ -58,7 +58,8 @@ def test_churn_training_shape(dagbag: DagBag) -> None:
     assert isinstance(features, SparkJobOperator) and features.job == "churn-features"
     assert features.upstream_task_ids == {"extract_snapshot"}
     assert [a.name for a in features.outlets] == ["churn_features"]
-    assert features.backend is None  # resolved at execute time from configuration
+    # the Param, else (empty) the deployment's setting, resolved at execute time
+    assert features.backend == "{{ params.compute_backend or '' }}"
     train = dag.get_task("train_model")
     assert isinstance(train, TrainModelOperator) and train.job == "churn-train"
     assert train.upstream_task_ids == {"build_features"}
@@ -147,6 +148,66 @@ def test_scoring_ds_comes_from_the_param_the_logical_date_or_run_after(dagbag: D
         assert wait.partitions == {"raw.customers": [last, last], "raw.events": [first, last]}
 
 
+def test_training_label_day_is_the_newest_with_complete_labels(dagbag: DagBag) -> None:
+    """A run is due at the start of its logical day: it trains on the day before, less the
+    label horizon; the date alone decides, so a backfill trains on what the original did."""
+    import datetime as dt
+
+    import airflow.sdk.execution_time.macros as macros
+
+    dag = dagbag.dags["churn_training"]
+
+    class Run:
+        def __init__(self, logical_date: dt.datetime | None, run_type: str) -> None:
+            self.logical_date, self.run_after, self.run_type = logical_date, logical_date, run_type
+
+    class TI:
+        def xcom_pull(self, task_ids: str) -> str:
+            return f"file:///lake/{task_ids}"
+
+    midnight = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    afternoon = dt.datetime(2026, 3, 2, 15, 30, tzinfo=dt.UTC)  # the UI's default: now
+    base = {**dag.params.dump(), "lookback_days": 7, "out_of_time_days": 0}
+    for params, run, expected in (
+        ({}, Run(midnight, "scheduled"), "2026-03-01"),
+        ({}, Run(midnight, "backfill"), "2026-03-01"),
+        ({}, Run(afternoon, "manual"), "2026-03-01"),
+        ({"label_horizon_days": 2}, Run(midnight, "scheduled"), "2026-02-27"),
+        ({"ds": "2026-02-20", "label_horizon_days": 2}, Run(midnight, "manual"), "2026-02-20"),
+    ):
+        context = {
+            "params": {**base, **params}, "dag_run": run, "macros": macros, "ti": TI(),
+            **dag.user_defined_macros,
+        }  # fmt: skip
+        wait = copy.deepcopy(dag.get_task("wait_for_partitions"))
+        extract = copy.deepcopy(dag.get_task("extract_snapshot"))
+        features = copy.deepcopy(dag.get_task("build_features"))
+        for task in (wait, extract, features):
+            task.render_template_fields(context)  # type: ignore[arg-type]
+        assert extract.ds == expected
+        assert wait.partitions["raw.churn_labels"] == [expected, expected]
+        assert features.arguments[-1].endswith(f"/churn/features/ds={expected}")
+
+
+def test_training_params_are_typed_grouped_and_refuse_bad_values(dagbag: DagBag) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["churn_training"]
+    schemas = {name: param.schema for name, param in dag.params.items()}
+    assert {s.get("section") for s in schemas.values()} == {"Data", "Training", "Promotion"}
+    assert all(s.get("title") for s in schemas.values())
+    assert all(param.description for param in dag.params.values())
+    for name in ("epochs", "learning_rate", "batch_size", "compute_backend"):
+        assert schemas[name]["section"] == "Training"
+    assert schemas["compute_backend"]["enum"] == [None, "local", "databricks"]
+    params = copy.deepcopy(dag.params)
+    params.update({"ds": "2026-03-01", "epochs": 5, "learning_rate": 0.01, "batch_size": 128})
+    params.validate()
+    for name, value in (("epochs", 0), ("learning_rate", 1.5), ("ds", "March 1st")):
+        with pytest.raises(ParamValidationError, match=name):
+            copy.deepcopy(dag.params)[name] = value
+
+
 def test_churn_model_rollback_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["churn_model_rollback"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered by a person only
@@ -161,8 +222,15 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
     dag = dagbag.dags["churn_training"]
     assert dag is not None
     wait = copy.deepcopy(dag.get_task("wait_for_partitions"))
-    params = {"lookback_days": 7, "out_of_time_days": 3, "allow_empty_partitions": False}
-    context = {"ds": "2026-03-01", "params": params, **dag.user_defined_macros}
+    params = {
+        "ds": "2026-03-01",
+        "label_horizon_days": 0,
+        "lookback_days": 7,
+        "out_of_time_days": 3,
+        "allow_empty_partitions": False,
+        "wait_for_data_minutes": None,
+    }
+    context = {"dag_run": None, "params": params, **dag.user_defined_macros}
     import airflow.sdk.execution_time.macros as macros
 
     wait.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
@@ -193,9 +261,11 @@ def test_feature_arguments_render_from_the_snapshot_and_lake_root(
         def xcom_pull(self, task_ids: str) -> str:
             return f"file:///lake/{task_ids}"
 
+    params = {"ds": "2026-03-01", "label_horizon_days": 0, "compute_backend": None}
     task.render_template_fields(
-        {"ds": "2026-03-01", "ti": TI(), **dag.user_defined_macros}  # type: ignore[arg-type]
+        {"params": params, "dag_run": None, "ti": TI(), **dag.user_defined_macros}  # type: ignore[arg-type]
     )
+    assert task.backend == ""  # the deployment's setting
     assert task.arguments == [
         "--snapshot",
         "file:///lake/extract_snapshot",

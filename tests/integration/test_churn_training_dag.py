@@ -39,8 +39,9 @@ def test_churn_lifecycle_runs_end_to_end(
     run = dagbag.dags["churn_training"].test(
         logical_date=logical_date,
         run_conf={
+            "ds": END,
             "lookback_days": 90,
-            "train_params": {"epochs": 3},
+            "epochs": 3,
             # the 150-customer test demo is too small for the gate to mean anything: the gate's
             # decisions are tested on their own; here the whole path to @champion runs
             "force_promote": True,
@@ -143,6 +144,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
         run = dagbag.dags["churn_training"].test(
             logical_date=logical_date,
             run_conf={
+                "ds": END,
                 "lookback_days": 90,
                 "workers": 1,
                 "train_params": {"epochs": 2},

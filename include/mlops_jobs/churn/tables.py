@@ -49,6 +49,11 @@ CHURN_LABELS = TableContract(
 )
 
 CHURN_SOURCES: tuple[TableContract, ...] = (CUSTOMERS, EVENTS, CHURN_LABELS)
+#: Days after a label's day before its labels are complete. A label of day ``d`` says whether the
+#: customer churned on ``d``; in the demo warehouse it is final at the end of ``d`` (0). Labels
+#: that mature later ("churned within 30 days") set the days here or in the DAG's Param, so a
+#: run never trains on, or waits for, labels that cannot be complete yet.
+LABEL_HORIZON_DAYS = 0
 #: Training reads the labels of ``ds - OUT_OF_TIME_DAYS`` to train on and those of ``ds`` to test
 #: the model on a later day than it learned from (the run's span, see ``partition_range``).
 OUT_OF_TIME_DAYS = 7

@@ -15,6 +15,7 @@ from mlops_airflow.utils import (
     as_bool,
     json_mapping,
     mlflow_run_url,
+    optional_number,
     positive_int,
     resolve_model_name,
 )
@@ -49,6 +50,9 @@ class TrainModelOperator(SparkJobOperator):
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
     :param train_params: Training parameter overrides (see ``train_config.json``). (templated)
+    :param epochs: Maximum epochs (``epochs``); None keeps the configured value. (templated)
+    :param learning_rate: Adam's learning rate (``learning_rate``). (templated)
+    :param batch_size: Batch size per worker (``per_worker_batch_size``). (templated)
     :param model_name: Registered model; default the Variable ``mlops_model_name``, else
         ``MLOPS_MODEL_NAME``, else ``churn`` (``catalog.schema.model`` in Unity Catalog).
         (templated)
@@ -64,6 +68,9 @@ class TrainModelOperator(SparkJobOperator):
         "features",
         "workers",
         "train_params",
+        "epochs",
+        "learning_rate",
+        "batch_size",
         "model_name",
         "worker_timeout_seconds",
         "retrain",
@@ -79,6 +86,9 @@ class TrainModelOperator(SparkJobOperator):
         features: str,
         workers: int | str = 2,
         train_params: Mapping[str, Any] | str | None = None,
+        epochs: int | str | None = None,
+        learning_rate: float | str | None = None,
+        batch_size: int | str | None = None,
         model_name: str | None = None,
         worker_timeout_seconds: int | str = 1800,
         retrain: bool | str = False,
@@ -91,13 +101,16 @@ class TrainModelOperator(SparkJobOperator):
         self.features = features
         self.workers = workers
         self.train_params = train_params
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
         self.model_name = model_name
         self.worker_timeout_seconds = worker_timeout_seconds
         self.retrain = retrain
         self.mlflow_ui_url = mlflow_ui_url
 
     def job_arguments(self, context: Context) -> list[str]:
-        overrides = json_mapping(self.train_params, "train_params")
+        overrides = self.training_overrides()
         return [
             *super().job_arguments(context),
             "--features", str(self.features),
@@ -109,6 +122,26 @@ class TrainModelOperator(SparkJobOperator):
             *(["--retrain"] if as_bool(self.retrain, "retrain") else []),
             *instance_arguments(context),
         ]  # fmt: skip
+
+    def training_overrides(self) -> dict[str, Any]:
+        """``train_params`` with the typed settings merged in; a setting given both ways with
+        different values is an error naming it."""
+        overrides = json_mapping(self.train_params, "train_params")
+        typed = {
+            "epochs": optional_number(self.epochs, "epochs", int, minimum=1),
+            "learning_rate": optional_number(self.learning_rate, "learning_rate", float),
+            "per_worker_batch_size": optional_number(self.batch_size, "batch_size", int, 1),
+        }
+        for key, value in typed.items():
+            if value is None:
+                continue
+            if key in overrides and overrides[key] != value:
+                raise InvalidParameterError(
+                    f"{key} is {value!r} but train_params sets it to {overrides[key]!r}; "
+                    "give it once"
+                )
+            overrides[key] = value
+        return overrides
 
     def execute(self, context: Context) -> Any:
         # Every worker needs a task slot of its own on the local backend.

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.hive import HiveWarehouseHook
+from mlops_airflow.utils import positive_int
 from mlops_jobs.contracts import PartitionWindow, TableContract
 from mlops_jobs.hql import InvalidIdentifierError, TableName, validate_ds, validate_identifier
 
@@ -27,12 +28,20 @@ class HivePartitionsSensor(BaseSensorOperator):
     so it works against any HiveServer2-protocol server. Each poke logs what is still missing; on
     timeout the error lists the missing partitions.
 
+    A scheduled run waits for data that is still arriving; a run triggered by hand (from the UI,
+    the API or ``airflow dags test``) asks for data that should already be there, so it waits
+    only ``manual_timeout`` seconds (by default it checks once) and fails naming what is missing.
+
     :param partitions: ``{"db.table": [first_ds, last_ds]}``, both ends inclusive. (templated)
     :param partition_column: Name of the daily partition column.
     :param hiveserver2_conn_id: Airflow connection to HiveServer2.
+    :param manual_timeout: Seconds a manually triggered run waits (0: one check); None waits
+        ``timeout`` like a scheduled run.
+    :param wait_minutes: When set, how long any run waits, in minutes, overriding ``timeout``
+        and ``manual_timeout`` (a DAG Param, for example). (templated)
     """
 
-    template_fields: Sequence[str] = ("partitions",)
+    template_fields: Sequence[str] = ("partitions", "wait_minutes")
     ui_color = "#f0e4ec"
 
     def __init__(
@@ -41,10 +50,14 @@ class HivePartitionsSensor(BaseSensorOperator):
         partitions: Mapping[str, Sequence[str]],
         partition_column: str = "ds",
         hiveserver2_conn_id: str = HiveWarehouseHook.default_conn_name,
+        manual_timeout: float | None = 0,
+        wait_minutes: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.partitions = partitions
+        self.manual_timeout = manual_timeout
+        self.wait_minutes = wait_minutes
         self.partition_column = partition_column
         self.hiveserver2_conn_id = hiveserver2_conn_id
 
@@ -100,13 +113,29 @@ class HivePartitionsSensor(BaseSensorOperator):
             self.log.info("Still waiting for %s", describe_missing(missing, self.partition_column))
         return not missing
 
+    def wait_timeout(self, context: Context) -> float:
+        """Seconds this run waits: ``wait_minutes`` when set, else ``manual_timeout`` for a
+        manually triggered run, else ``timeout``."""
+        if self.wait_minutes not in (None, "", "None"):
+            return 60.0 * positive_int(self.wait_minutes, "wait_minutes", minimum=0)
+        run_type = getattr(context.get("dag_run"), "run_type", None)
+        if (
+            self.manual_timeout is not None
+            and str(getattr(run_type, "value", run_type)) == "manual"
+        ):
+            return float(self.manual_timeout)
+        return float(self.timeout)
+
     def execute(self, context: Context) -> Any:
+        self.timeout = self.wait_timeout(context)
+        # a short wait is not slept past
+        self.poke_interval = max(1.0, min(float(self.poke_interval), self.timeout or 1.0))
         try:
             return super().execute(context)
         except AirflowSensorTimeout as err:
-            missing = self.missing()
+            missing = describe_missing(self.missing(), self.partition_column)
             raise AirflowSensorTimeout(
-                f"{err}; missing partitions: {describe_missing(missing, self.partition_column)}"
+                f"missing partitions: {missing} (waited up to {self.timeout:.0f} s; {err})"
             ) from err
 
 

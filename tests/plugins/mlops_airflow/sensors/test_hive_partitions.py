@@ -9,6 +9,7 @@ from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_airflow.sensors.hive_partitions import HivePartitionsSensor, partition_templates
 from mlops_jobs.churn.tables import CHURN_SOURCES
+from mlops_jobs.hql import TableName
 from tests.conftest import DEMO
 
 END = str(DEMO["end_ds"])
@@ -74,3 +75,52 @@ def test_partition_templates_follow_the_contract_windows() -> None:
         ],
         "raw.churn_labels": ["{{ ds }}", "{{ ds }}"],
     }
+
+
+def run_of(run_type: str) -> dict[str, object]:
+    from types import SimpleNamespace
+
+    return {"dag_run": SimpleNamespace(run_type=run_type)}
+
+
+@pytest.mark.parametrize(
+    ("run_type", "wait_minutes", "expected"),
+    [
+        ("scheduled", None, 6 * 3600.0),
+        ("backfill", "None", 6 * 3600.0),
+        ("manual", None, 0.0),  # a person asked for data that should be there: check once
+        ("manual", "15", 900.0),
+        ("scheduled", "0", 0.0),
+    ],
+)
+def test_wait_depends_on_who_triggered_the_run(
+    run_type: str, wait_minutes: str | None, expected: float
+) -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait", partitions={}, timeout=6 * 3600, wait_minutes=wait_minutes
+    )
+    assert sensor.wait_timeout(run_of(run_type)) == expected  # type: ignore[arg-type]
+
+
+def test_a_manual_run_fails_at_once_naming_the_missing_partitions() -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait",
+        partitions={"raw.churn_labels": ["2026-12-03", "2026-12-03"]},
+        timeout=6 * 3600,
+        poke_interval=300,
+        mode="poke",
+    )
+    missing = {TableName("raw", "churn_labels"): ["2026-12-03"]}
+    with (
+        mock.patch.object(HivePartitionsSensor, "missing", return_value=missing),
+        mock.patch("time.sleep") as sleep,
+        pytest.raises(AirflowSensorTimeout, match=r"raw\.churn_labels \(ds=2026-12-03\)"),
+    ):
+        sensor.execute(run_of("manual"))  # type: ignore[arg-type]
+    sleep.assert_not_called()
+
+
+def test_wait_minutes_must_be_a_whole_number() -> None:
+    sensor = HivePartitionsSensor(task_id="wait", partitions={}, wait_minutes="ten")
+    with pytest.raises(InvalidParameterError, match="wait_minutes"):
+        sensor.wait_timeout(run_of("manual"))  # type: ignore[arg-type]
