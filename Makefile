@@ -30,8 +30,11 @@ $(LOCK_STAMP): requirements.lock
 	$(VENV)/bin/uv pip sync --reinstall-package tensorflow --python $(VENV)/bin/python requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
+# requirements-runtime.lock is what the Docker image installs: requirements.txt without the
+# development tools, constrained to the versions of requirements.lock that the tests ran with.
 lock:
 	$(VENV)/bin/uv pip compile --python-version 3.11 requirements-dev.txt -o requirements.lock
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements.txt -c requirements.lock -o requirements-runtime.lock
 
 hive-start: setup
 	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 start
