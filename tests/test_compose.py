@@ -237,7 +237,7 @@ def test_mlflow_keeps_its_runs_in_its_own_postgres_database() -> None:
     assert uri.path == "/mlflow" and uri.username == "mlflow"
     assert conditions(mlflow)["postgres"] == "service_healthy"
     # The driver the URI names is installed in the image built for MLflow.
-    dockerfile = ROOT / mlflow["build"]["dockerfile"]
+    dockerfile = ROOT / mlflow["build"]["context"] / mlflow["build"]["dockerfile"]
     assert "psycopg2" in uri.scheme and "psycopg2-binary==" in dockerfile.read_text()
     # Postgres creates that role and database, with the password the URI uses.
     postgres = all_services["postgres"]
@@ -416,6 +416,17 @@ def test_image_installs_the_runtime_lock_on_the_pinned_airflow() -> None:
     assert re.search(r"pip install .*-r /requirements-runtime\.lock", dockerfile)
     instructions = [line for line in dockerfile.splitlines() if not line.startswith("#")]
     assert not any(re.search(r"\brequirements\.lock\b", line) for line in instructions)
+
+
+def test_the_build_context_holds_only_what_the_image_copies() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns == ["*"] + [f"!{source}" for source in copied]
 
 
 def test_runtime_lock_has_no_dev_tools_and_the_tested_versions() -> None:
