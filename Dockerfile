@@ -1,10 +1,13 @@
-# Airflow image for the docker-compose stack: the official image plus the project's locked
-# dependencies and the Java runtime that local Spark jobs need.
+# Airflow image for the docker-compose stack: the official image plus the project's runtime
+# dependencies, locked (requirements-runtime.lock: requirements.txt at the versions of
+# requirements.lock, without the development tools), and the Java runtime local Spark jobs need.
 FROM apache/airflow:3.3.2-python3.11
 USER root
-RUN apt-get update \
+# The JRE's package links its man pages with update-alternatives; slim images have no man1.
+RUN mkdir -p /usr/share/man/man1 \
+    && apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 USER airflow
-COPY requirements.lock /requirements.lock
-RUN pip install --no-cache-dir -r /requirements.lock
+COPY requirements-runtime.lock /requirements-runtime.lock
+RUN pip install --no-cache-dir -r /requirements-runtime.lock

@@ -20,7 +20,7 @@ BENCH_HIVESERVER2_PORT ?= 10002
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract bench-reliability clean
+.PHONY: setup lock compose-config run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract bench-reliability clean
 
 setup: $(LOCK_STAMP)
 
@@ -32,8 +32,24 @@ $(LOCK_STAMP): requirements.lock
 	$(VENV)/bin/uv pip sync --reinstall-package tensorflow --python $(VENV)/bin/python requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
+# requirements-runtime.lock is what the Docker image installs: requirements.txt without the
+# development tools, constrained to the versions of requirements.lock that the tests ran with.
 lock:
 	$(VENV)/bin/uv pip compile --python-version 3.11 requirements-dev.txt -o requirements.lock
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements.txt -c requirements.lock -o requirements-runtime.lock
+
+# Validates docker-compose.yaml, with the placeholders of .env.example, without a Docker engine:
+# Debian's docker-compose (v1) parses, interpolates and checks the file. Installs it when missing.
+compose-config:
+	@command -v docker-compose >/dev/null || { \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "compose-config: docker-compose is not installed; as root, run:" \
+				"apt-get install docker-compose" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update -qq && apt-get install -y -qq docker-compose; \
+	}
+	docker-compose -f docker-compose.yaml --env-file .env.example config -q
 
 hive-start: setup
 	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 start
