@@ -20,7 +20,7 @@ BENCH_HIVESERVER2_PORT ?= 10002
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock compose-config run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui bench bench-pipeline bench-extract bench-reliability clean
+.PHONY: setup lock compose-config run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui ui-stop bench bench-pipeline bench-extract bench-reliability clean
 
 setup: $(LOCK_STAMP)
 
@@ -79,7 +79,7 @@ run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
 	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
 
-test: setup lint typecheck
+test: setup lint typecheck compose-config
 	$(LOCAL) python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -104,8 +104,13 @@ bench-extract: setup
 bench-reliability: setup
 	$(LOCAL) python bench/reliability.py
 
-ui: airflow-init
-	$(LOCAL) airflow standalone
+# Airflow's UI, scheduler, DAG processor and triggerer and the MLflow UI on the local stack (the
+# state `make run` leaves); Ctrl-C or `make ui-stop` stops everything it started.
+ui: hive-start airflow-init
+	$(LOCAL) python -m mlops_jobs.localstack.ui start
+
+ui-stop: setup
+	$(LOCAL) python -m mlops_jobs.localstack.ui stop
 
 clean:
 	-$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 stop

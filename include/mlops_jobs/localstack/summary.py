@@ -167,12 +167,10 @@ def summarize(days: list[str]) -> list[str]:
             f"demo truth: Bayes-optimal AUC {demo['bayes_auc']:.4f}, churn rate "
             f"{demo['churn_rate']:.3f} (never read by the pipeline)"
         )
-    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
     lines += [
-        "look further:",
-        "  Airflow UI: make ui, then http://localhost:8080 (password printed at start-up)",
-        f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}, then "
-        "http://127.0.0.1:5000 (report: candidate run, artifacts/evaluation/)",
+        "look further: make ui starts the Airflow UI (http://127.0.0.1:8080, login printed at "
+        "start-up) and the MLflow UI (http://127.0.0.1:5000; report: the candidate's run, "
+        "artifacts/evaluation/)",
     ]
     return lines
 
