@@ -179,7 +179,8 @@ def test_a_manual_run_without_data_fails_at_once_naming_the_partitions(client: A
     dag_api.DAGApi(client).patch_dag("churn_training", DAGPatchBody(is_paused=False))
     runs = dag_run_api.DagRunApi(client)
     run = runs.trigger_dag_run(
-        "churn_training", TriggerDAGRunPostBody(logical_date=None, conf={"lookback_days": 7})
+        "churn_training",
+        TriggerDAGRunPostBody(logical_date=None, conf={"lookback_days": 7, "out_of_time_days": 0}),
     )
     state = wait_for(
         "the run ends",
