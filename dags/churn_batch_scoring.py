@@ -28,7 +28,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlops_airflow.assets import CHURN_MODEL, CHURN_PREDICTIONS
+from mlops_airflow.assets import CHURN_MODEL, CHURN_PREDICTIONS, hive_asset
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
@@ -83,6 +83,7 @@ with DAG(
     extract_snapshot = HiveExtractOperator(
         task_id="extract_snapshot",
         sources=CHURN_SCORING_SOURCES,
+        inlets=[hive_asset(contract) for contract in CHURN_SCORING_SOURCES],
         ds=f"{{{{ {DS} }}}}",
         lookback_days="{{ params.lookback_days }}",
         dataset="churn/scoring_snapshots",

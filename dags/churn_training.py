@@ -58,7 +58,13 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 
-from mlops_airflow.assets import CHURN_FEATURES, CHURN_MODEL, CHURN_MODEL_CANDIDATE, CHURN_SNAPSHOT
+from mlops_airflow.assets import (
+    CHURN_FEATURES,
+    CHURN_MODEL,
+    CHURN_MODEL_CANDIDATE,
+    CHURN_SNAPSHOT,
+    hive_asset,
+)
 from mlops_airflow.operators.evaluate_model import EvaluateModelOperator
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.promotion import (
@@ -259,6 +265,7 @@ with DAG(
         doc_md="Checks the tables' contract and exports the partitions server-side into a "
         "snapshot in the lake (`manifest.json` has the row counts and the content hash).",
         sources=CHURN_SOURCES,
+        inlets=[hive_asset(contract) for contract in CHURN_SOURCES],
         dataset="churn/snapshots",
         ds=f"{{{{ {DS} }}}}",
         lookback_days="{{ params.lookback_days }}",

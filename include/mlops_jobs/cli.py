@@ -74,7 +74,8 @@ def churn_features(args: argparse.Namespace) -> int:
     else:
         rows = f"{manifest['rows']} customers to score"
     print(f"churn-features: published {manifest['uri']} ({rows})")
-    return emit(args, {"output": manifest["uri"], "content_hash": manifest["content_hash"]})
+    result = {"output": manifest["uri"], "content_hash": manifest["content_hash"]}
+    return emit(args, {**result, "ds": manifest.get("ds")})
 
 
 def churn_train(args: argparse.Namespace) -> int:

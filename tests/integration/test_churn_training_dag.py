@@ -103,6 +103,35 @@ def test_churn_lifecycle_runs_end_to_end(
     )
     assert distinct == predictions["rows"]
 
+    # Each Asset event carries what a consumer needs to find and trust what changed.
+    events = latest_asset_events()
+    assert events["churn_snapshot"]["content_hash"] == manifest["content_hash"]
+    assert events["churn_snapshot"]["ds"] == END
+    assert events["churn_features"] == {
+        "uri": events["churn_features"]["uri"],
+        "ds": END,
+        "content_hash": features["content_hash"],
+    }
+    assert events["churn_model_candidate"]["model_version"] == str(version.version)
+    assert events["churn_model"]["version"] == str(version.version)
+    assert events["churn_predictions"]["model_version"] == str(version.version)
+    assert events["churn_predictions"]["rows"] == predictions["rows"]
+
+
+def latest_asset_events() -> dict[str, dict[str, object]]:
+    """The extra of each Asset's newest event, by Asset name."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .order_by(AssetEvent.timestamp)
+        ).all()
+    return {name: dict(extra or {}) for name, extra in rows}
+
 
 @pytest.mark.hive
 @pytest.mark.integration

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlops_airflow.assets import emit_asset_events
 from mlops_airflow.exceptions import (
     InvalidParameterError,
     MissingPartitionError,
@@ -133,6 +134,16 @@ class HiveExtractOperator(BaseOperator):
             "Published snapshot %s (%s)",
             box.uri,
             ", ".join(f"{a}: {t['rows']} rows" for a, t in tables.items()),
+        )
+        emit_asset_events(
+            context,
+            self.outlets,
+            {
+                "uri": box.uri,
+                "ds": ds,
+                "content_hash": box.manifest.get("content_hash"),
+                "rows": {alias: table["rows"] for alias, table in tables.items()},
+            },
         )
         return box.uri
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlops_airflow.assets import emit_asset_events
 from mlops_airflow.exceptions import InvalidParameterError, ReconciliationError, SchemaContractError
 from mlops_airflow.hooks.hive import HiveWarehouseHook
 from mlops_jobs import hql, lake
@@ -100,4 +101,8 @@ class HivePartitionLoadOperator(BaseOperator):
                 f"but {self.source} has {manifest['rows']}"
             )
         self.log.info("Loaded %s rows into %s partition ds=%s", loaded, table, ds)
-        return {"table": str(table), "ds": ds, "rows": loaded}
+        result = {"table": str(table), "ds": ds, "rows": loaded}
+        model = manifest.get("model") or {}
+        extra = {**result, "content_hash": manifest.get("content_hash")}
+        emit_asset_events(context, self.outlets, {**extra, "model_version": model.get("version")})
+        return result

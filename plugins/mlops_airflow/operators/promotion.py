@@ -12,6 +12,7 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import BaseOperator
 
+from mlops_airflow.assets import emit_asset_events
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.mlflow_registry import PREVIOUS, MlflowRegistryHook
 from mlops_airflow.utils import as_bool, json_mapping, mlflow_run_url, resolve_model_name
@@ -50,15 +51,6 @@ def _triggered_by(context: Context) -> str:
     dag_run = context.get("dag_run")
     user = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
     return str(user or "unknown")
-
-
-def _emit_model_event(context: Context, outlets: Sequence[Any], extra: dict[str, Any]) -> None:
-    """Attach ``extra`` (model, version, previous) to the model Asset's event."""
-    from airflow.sdk import Asset
-
-    for outlet in outlets:
-        if isinstance(outlet, Asset):
-            context["outlet_events"][outlet].extra = extra
 
 
 class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
@@ -353,7 +345,7 @@ class PromoteModelOperator(_DecisionOperator):
             ),
         )
         result = {"model_name": name, "version": version, "previous": move.previous}
-        _emit_model_event(context, self.outlets, {**result, "action": "promote"})
+        emit_asset_events(context, self.outlets, {**result, "action": "promote"})
         return result
 
 
@@ -483,7 +475,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
             f"(replacing {'version ' + champion if champion else 'no champion'}): {reason}",
         )
         result = {"model_name": name, "version": target, "previous": move.previous}
-        _emit_model_event(context, self.outlets, {**result, "action": "rollback"})
+        emit_asset_events(context, self.outlets, {**result, "action": "rollback"})
         self.log.info(
             "%s@champion rolled back: version %s -> %s (%s)", name, champion, target, reason
         )

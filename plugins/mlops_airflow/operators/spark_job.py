@@ -19,6 +19,7 @@ from airflow.providers.databricks.operators.databricks import (
 )
 from airflow.sdk.exceptions import AirflowException
 
+from mlops_airflow.assets import emit_asset_events
 from mlops_airflow.exceptions import InvalidParameterError, JobInputError, SparkJobError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
 from mlops_airflow.utils import (
@@ -259,7 +260,9 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
                                 f"(from an earlier run?): {result['error']}")  # fmt: skip
         if not self.result_uri:
             self.expire_results(context)
-        return self.process_result(context, result)
+        processed = self.process_result(context, result)
+        emit_asset_events(context, self.outlets, self.asset_extra(processed))
+        return processed
 
     def expire_results(self, context: Context) -> None:
         """Remove this DAG's old job results (``MLOPS_LAKE_RESULTS_KEEP_DAYS``); best effort."""
@@ -273,6 +276,14 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
             return
         if removed:
             self.log.info("Removed %d expired job results under %s", len(removed), directory)
+
+    def asset_extra(self, result: Any) -> dict[str, Any] | None:
+        """The extra of the outlets' Asset events, from the job's result: what a consumer
+        needs to find and trust the output (its URI, ds, content hash, rows, model version)."""
+        if not isinstance(result, dict):
+            return None
+        extra = {k: result.get(k) for k in ("ds", "content_hash", "rows", "model_version")}
+        return {"uri": result.get("output"), **extra}
 
     def process_result(self, context: Context, result: Any) -> Any:
         """Check or act on the job's result before the task returns it (on every path: local,

@@ -148,6 +148,10 @@ class TrainModelOperator(SparkJobOperator):
         self.local_master = f"local[{positive_int(self.workers, 'workers')}]"
         return super().execute(context)
 
+    def asset_extra(self, result: Any) -> dict[str, Any] | None:
+        keys = ("model_name", "model_version", "mlflow_run_id", "reused")
+        return {k: result.get(k) for k in keys}
+
     def process_result(self, context: Context, result: Any) -> Any:
         if not isinstance(result, dict) or "model_version" not in result:
             raise InvalidParameterError(f"training job returned no model version: {result!r}")
