@@ -29,6 +29,7 @@ import datetime as dt
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
 from mlops_airflow.assets import CHURN_MODEL, CHURN_PREDICTIONS, hive_asset
+from mlops_airflow.notifications import run_failed_alert, task_failed_alert
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_airflow.operators.spark_job import SparkJobOperator
@@ -56,7 +57,12 @@ with DAG(
         "run_ds": run_ds,
         "model_name": resolve_model_name,
     },
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    on_failure_callback=run_failed_alert(),
+    default_args={
+        "retries": 1,
+        "retry_delay": dt.timedelta(minutes=5),
+        "on_failure_callback": task_failed_alert(),
+    },
     params={
         "ds": Param(
             "",
