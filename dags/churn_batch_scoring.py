@@ -65,9 +65,10 @@ with DAG(
     },
     params={
         "ds": Param(
-            "",
-            type="string",
-            pattern=r"^(|\d{4}-\d{2}-\d{2})$",
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day",
             description="Score as of this day (YYYY-MM-DD); empty: the run's date.",
         ),
         "lookback_days": Param(
@@ -75,6 +76,7 @@ with DAG(
             type="integer",
             minimum=1,
             maximum=730,
+            title="Lookback (days)",
             description="Days of event history before ds that the features read.",
         ),
     },

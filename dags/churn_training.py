@@ -175,7 +175,11 @@ with DAG(
             None,
             type=["null", "string"],
             enum=[None, *COMPUTE_BACKENDS],
-            values_display={"local": "Local Spark", "databricks": "Databricks"},
+            values_display={
+                "null": "Deployment setting",
+                "local": "Local Spark",
+                "databricks": "Databricks",
+            },
             title="Compute backend",
             description="Where the Spark jobs run. Empty: the deployment's setting (Variable "
             "mlops_compute_backend, else local).",
@@ -256,9 +260,11 @@ with DAG(
             description="Promote even if the gate rejects the candidate (needs a reason).",
             section=PROMOTION,
         ),
+        # Optional fields default to None: the trigger form requires a value for every field
+        # whose type does not admit null (an empty string included).
         "force_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=500,
             title="Reason for forcing",
             description="Why the gate is overridden; required with Force promotion.",
@@ -340,7 +346,7 @@ with DAG(
         evaluation=evaluate_model.output,
         thresholds="{{ params.promotion_thresholds | tojson }}",
         force_promote="{{ params.force_promote }}",
-        force_reason="{{ params.force_reason }}",
+        force_reason="{{ params.force_reason or '' }}",
         approval_task_id="approve_promotion",
         reject_task_id="reject_candidate",
         execution_timeout=dt.timedelta(minutes=15),

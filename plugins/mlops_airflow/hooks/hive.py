@@ -80,8 +80,16 @@ class HiveWarehouseHook(HiveServer2Hook):
         conn = self.get_connection(self.hiveserver2_conn_id)
         return f"{conn.host}:{conn.port} (connection {self.hiveserver2_conn_id})"
 
+    def database_exists(self, database: str) -> bool:
+        """True when ``database`` exists (SHOW DATABASES LIKE 'name')."""
+        rows = self.fetch_all(f"SHOW DATABASES LIKE '{database}'")
+        return database.lower() in {str(row[0]).lower() for row in rows}
+
     def table_exists(self, table: TableName) -> bool:
-        """True when ``table`` exists (SHOW TABLES IN db LIKE 'name')."""
+        """True when ``table`` exists (SHOW TABLES IN db LIKE 'name'); False when its database
+        does not exist either."""
+        if not self.database_exists(table.database):
+            return False
         rows = self.fetch_all(f"SHOW TABLES IN `{table.database}` LIKE '{table.table}'")
         # Hive returns (tab_name,); Spark returns (namespace, tableName, isTemporary).
         names = {str(row[1] if len(row) > 1 else row[0]).lower() for row in rows}

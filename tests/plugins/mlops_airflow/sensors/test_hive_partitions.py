@@ -31,6 +31,8 @@ def test_timeout_names_every_missing_partition(hive_hook: HiveWarehouseHook) -> 
         partitions={
             "raw.events": ["2026-02-27", "2026-03-03"],
             "raw.no_such_table": ["2026-03-01", "2026-03-01"],
+            # a warehouse the demo was never loaded into has no database either
+            "no_such_db.events": ["2026-03-01", "2026-03-01"],
         },
         timeout=0,
         poke_interval=0,
@@ -42,6 +44,7 @@ def test_timeout_names_every_missing_partition(hive_hook: HiveWarehouseHook) -> 
     assert "raw.events (ds=2026-03-02, ds=2026-03-03)" in message
     assert "ds=2026-02-28" not in message
     assert "raw.no_such_table (ds=2026-03-01)" in message
+    assert "no_such_db.events (ds=2026-03-01)" in message
 
 
 def test_hostile_table_name_fails_before_any_statement() -> None:
