@@ -176,7 +176,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
                 "ds": END,
                 "lookback_days": 90,
                 "workers": 1,
-                "train_params": {"epochs": 2},
+                "epochs": 2,
                 "force_promote": True,
                 "force_reason": "integration test on the tiny demo",
             },
