@@ -20,7 +20,7 @@ BENCH_HIVESERVER2_PORT ?= 10002
 # `make run` trains for the day before DS (the first champion), then for DS (compared with it).
 PREVIOUS_DS ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DS)') - d.timedelta(days=1))")
 
-.PHONY: setup lock compose-config run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui ui-stop bench bench-pipeline bench-extract bench-reliability clean
+.PHONY: setup lock compose-config browser run test lint typecheck hive-start hive-stop hive-status demo-data airflow-init ui ui-stop bench bench-pipeline bench-extract bench-reliability clean
 
 setup: $(LOCK_STAMP)
 
@@ -79,7 +79,17 @@ run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
 	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
 
-test: setup lint typecheck compose-config
+# Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded).
+browser:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "browser: Chromium is not installed; as root, run: apt-get install chromium" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	}
+
+test: setup lint typecheck compose-config browser
 	$(LOCAL) python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.databricks.operators.databricks import (
+    DatabricksJobRunLink,
     DatabricksSubmitRunOperator,
     _handle_deferrable_databricks_operator_execution,
 )
@@ -33,7 +34,8 @@ from mlops_jobs.cli import EXIT_BAD_INPUT
 from mlops_jobs.process import ProcessGroup
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+    from airflow.sdk.types import TaskInstanceKey
 
 CLUSTER_VARIABLE = "mlops_databricks_cluster"
 CLUSTER_ENV = "MLOPS_DATABRICKS_CLUSTER"
@@ -63,6 +65,16 @@ PROCESS_ENVIRONMENT_PREFIXES = (
     "http_proxy", "https_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_",
 )  # fmt: skip
 _SECRET_NAME = ("TOKEN", "PASSWORD", "PASSWD", "PWD", "SECRET", "CREDENTIAL", "KEY", "AUTH")
+
+
+class DatabricksRunLink(DatabricksJobRunLink):
+    """The Databricks run page of a job run on Databricks; no link (not the text "None") for a
+    job that ran on local Spark."""
+
+    name = "Databricks run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return super().get_link(operator, ti_key=ti_key) or ""
 
 
 class SparkJobOperator(DatabricksSubmitRunOperator):
@@ -121,6 +133,7 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
     }
     ui_color = "#fde7d1"
     ui_fgcolor = "#000"
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (DatabricksRunLink(),)  # type: ignore[assignment]
 
     def __init__(
         self,

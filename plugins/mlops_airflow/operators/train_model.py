@@ -75,7 +75,7 @@ class TrainModelOperator(SparkJobOperator):
         "worker_timeout_seconds",
         "retrain",
     )
-    operator_extra_links: tuple[BaseOperatorLink, ...] = (  # type: ignore[assignment]
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (
         *SparkJobOperator.operator_extra_links,
         MlflowRunLink(),
     )
