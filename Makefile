@@ -86,7 +86,7 @@ browser:
 			echo "browser: Chromium is not installed; as root, run: apt-get install chromium" >&2; \
 			exit 1; \
 		fi; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+		apt-get update -qq && apt-get install -y -qq chromium; \
 	}
 
 test: setup lint typecheck compose-config browser
