@@ -57,8 +57,6 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Param
-from airflow.sdk.definitions.callback import AsyncCallback
-from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from mlops_airflow.assets import (
     CHURN_FEATURES,
@@ -67,7 +65,7 @@ from mlops_airflow.assets import (
     CHURN_SNAPSHOT,
     hive_asset,
 )
-from mlops_airflow.notifications import AlertNotifier, run_failed_alert, task_failed_alert
+from mlops_airflow.notifications import run_failed_alert, task_failed_alert
 from mlops_airflow.operators.evaluate_model import EvaluateModelOperator
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.promotion import (
@@ -88,7 +86,6 @@ from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
 BACKEND = "{{ params.compute_backend or '' }}"
 DS = "complete_label_ds(dag_run, params.ds, params.label_horizon_days)"
 DATA, TRAINING, PROMOTION = "Data", "Training", "Promotion"
-LATE_SUBJECT = "[airflow] churn_training is late: not finished 20 hours after it was queued"
 
 with DAG(
     dag_id="churn_training",
@@ -100,12 +97,6 @@ with DAG(
     max_active_runs=1,
     # Longer than the approval's response timeout: a run waiting for a person is not late.
     dagrun_timeout=dt.timedelta(hours=36),
-    # A run not finished 20 hours after it was queued holds the next day's (max_active_runs=1).
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=dt.timedelta(hours=20),
-        callback=AsyncCallback(AlertNotifier, kwargs={"subject": LATE_SUBJECT}),
-    ),
     on_failure_callback=run_failed_alert(),
     tags=["churn", "ml"],
     user_defined_macros={"lake_uri": lake_uri, "complete_label_ds": complete_label_ds},

@@ -100,7 +100,7 @@ def test_a_failed_task_mails_the_connection_recipients(
 def test_a_deadline_alert_is_awaited_in_the_triggerer(
     sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the triggerer's callback trigger does with the DAG's deadline callback: build the
+    """What the triggerer's callback trigger does with a deadline's callback: build the
     notifier with its kwargs and the context, and await it."""
     alerts_connection(monkeypatch, sink.port, to="oncall@example.com", from_email="a@example.com")
 
