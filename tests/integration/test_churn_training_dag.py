@@ -177,6 +177,8 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
                 "lookback_days": 90,
                 "workers": 1,
                 "epochs": 2,
+                # the browser test may have trained on these very inputs: register anew
+                "retrain": True,
                 "force_promote": True,
                 "force_reason": "integration test on the tiny demo",
             },
