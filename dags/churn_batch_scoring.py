@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TaskGroup
 
 from mlops_airflow.assets import CHURN_MODEL, CHURN_PREDICTIONS, hive_asset
 from mlops_airflow.notifications import run_failed_alert, task_failed_alert
@@ -81,51 +81,74 @@ with DAG(
         ),
     },
 ) as dag:
-    wait_for_partitions = HivePartitionsSensor(
-        task_id="wait_for_partitions",
-        partitions=partition_templates(CHURN_SCORING_SOURCES, ds=DS),
-        mode="reschedule",
-        poke_interval=300,
-        timeout=6 * 3600,
-    )
-    extract_snapshot = HiveExtractOperator(
-        task_id="extract_snapshot",
-        sources=CHURN_SCORING_SOURCES,
-        inlets=[hive_asset(contract) for contract in CHURN_SCORING_SOURCES],
-        ds=f"{{{{ {DS} }}}}",
-        lookback_days="{{ params.lookback_days }}",
-        dataset="churn/scoring_snapshots",
-    )
-    build_features = SparkJobOperator(
-        task_id="build_features",
-        job="churn-features",
-        arguments=[
-            "--mode",
-            "inference",
-            "--snapshot",
-            "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
-            "--output",
-            f"{{{{ lake_uri('churn', 'inference_features', 'ds=' ~ {DS}) }}}}",
-        ],
-    )
-    score = SparkJobOperator(
-        task_id="score",
-        job="churn-score",
-        arguments=[
-            "--features",
-            "{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
-            "--output",
-            f"{{{{ lake_uri('churn', 'predictions', 'ds=' ~ {DS}) }}}}",
-            "--model-name",
-            "{{ model_name() }}",
-        ],
-    )
-    load_predictions = HivePartitionLoadOperator(
-        task_id="load_predictions",
-        target=PREDICTIONS_TABLE,
-        source="{{ ti.xcom_pull(task_ids='score')['output'] }}",
-        ds=f"{{{{ {DS} }}}}",
-        outlets=[CHURN_PREDICTIONS],
-    )
+    with TaskGroup(
+        "extraction",
+        group_display_name="Hive extraction",
+        prefix_group_id=False,
+        tooltip="Waits for the partitions and exports the checked snapshot",
+    ):
+        wait_for_partitions = HivePartitionsSensor(
+            task_id="wait_for_partitions",
+            doc_md="Waits for the event window and the customers' snapshot of the day before ds.",
+            partitions=partition_templates(CHURN_SCORING_SOURCES, ds=DS),
+            mode="reschedule",
+            poke_interval=300,
+            timeout=6 * 3600,
+            # per poke (reschedule mode): a metastore call that hangs fails the poke
+            execution_timeout=dt.timedelta(minutes=10),
+        )
+        extract_snapshot = HiveExtractOperator(
+            task_id="extract_snapshot",
+            sources=CHURN_SCORING_SOURCES,
+            inlets=[hive_asset(contract) for contract in CHURN_SCORING_SOURCES],
+            ds=f"{{{{ {DS} }}}}",
+            lookback_days="{{ params.lookback_days }}",
+            dataset="churn/scoring_snapshots",
+            doc_md="Checks the contract and exports the partitions server-side into the lake.",
+            execution_timeout=dt.timedelta(hours=2),
+        )
+    with TaskGroup(
+        "scoring",
+        group_display_name="Features and scoring",
+        prefix_group_id=False,
+        tooltip="Inference features, scores from churn@champion, the Hive partition",
+    ):
+        build_features = SparkJobOperator(
+            task_id="build_features",
+            doc_md="Spark: the training feature code in inference mode, one row per customer.",
+            job="churn-features",
+            arguments=[
+                "--mode",
+                "inference",
+                "--snapshot",
+                "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
+                "--output",
+                f"{{{{ lake_uri('churn', 'inference_features', 'ds=' ~ {DS}) }}}}",
+            ],
+            execution_timeout=dt.timedelta(hours=2),
+        )
+        score = SparkJobOperator(
+            task_id="score",
+            doc_md="Spark: scores every customer with churn@champion (the version is recorded).",
+            job="churn-score",
+            arguments=[
+                "--features",
+                "{{ ti.xcom_pull(task_ids='build_features')['output'] }}",
+                "--output",
+                f"{{{{ lake_uri('churn', 'predictions', 'ds=' ~ {DS}) }}}}",
+                "--model-name",
+                "{{ model_name() }}",
+            ],
+            execution_timeout=dt.timedelta(hours=2),
+        )
+        load_predictions = HivePartitionLoadOperator(
+            task_id="load_predictions",
+            doc_md="Replaces the ds partition of the predictions table in one step.",
+            target=PREDICTIONS_TABLE,
+            source="{{ ti.xcom_pull(task_ids='score')['output'] }}",
+            ds=f"{{{{ {DS} }}}}",
+            outlets=[CHURN_PREDICTIONS],
+            execution_timeout=dt.timedelta(hours=1),
+        )
 
     wait_for_partitions >> extract_snapshot >> build_features >> score >> load_predictions

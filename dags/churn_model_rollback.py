@@ -53,6 +53,8 @@ with DAG(
 ) as dag:
     RollbackModelOperator(
         task_id="rollback_champion",
+        doc_md="Moves @champion to the chosen version; the replaced champion keeps @previous.",
+        execution_timeout=dt.timedelta(minutes=15),
         version="{{ params.version }}",
         reason="{{ params.reason }}",
         pool=REGISTRY_POOL,

@@ -43,6 +43,34 @@ def test_every_dag_is_documented_and_tagged(dagbag: DagBag) -> None:
     for dag_id, dag in dagbag.dags.items():
         assert dag.doc_md, f"{dag_id} has no doc_md"
         assert dag.tags, f"{dag_id} has no tags"
+        for task in dag.tasks:
+            assert task.doc_md, f"{dag_id}.{task.task_id} has no doc_md"
+            if task.task_id != "approve_promotion":  # waits for a person: its response_timeout
+                assert task.execution_timeout, f"{dag_id}.{task.task_id} has no execution_timeout"
+
+
+PROMOTION_TASKS = ["evaluate_model", "promotion_gate", "approve_promotion", "promote_model"]
+PROMOTION_TASKS += ["reject_candidate", "reject_in_review"]
+
+
+def test_the_stages_are_task_groups_and_task_ids_stay_unprefixed(dagbag: DagBag) -> None:
+    def groups(dag_id: str) -> dict[str, list[str]]:
+        dag = dagbag.dags[dag_id]
+        return {
+            group_id: sorted(t.task_id for t in group.iter_tasks())
+            for group_id, group in dag.task_group.get_task_group_dict().items()
+            if group_id
+        }
+
+    assert groups("churn_training") == {
+        "extraction": ["extract_snapshot", "wait_for_partitions"],
+        "features_and_training": ["build_features", "train_model"],
+        "promotion": sorted(PROMOTION_TASKS),
+    }
+    assert groups("churn_batch_scoring") == {
+        "extraction": ["extract_snapshot", "wait_for_partitions"],
+        "scoring": ["build_features", "load_predictions", "score"],
+    }
 
 
 def test_churn_training_shape(dagbag: DagBag) -> None:

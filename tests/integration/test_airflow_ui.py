@@ -28,6 +28,7 @@ import pytest
 
 from mlops_airflow.operators.promotion import REGISTRY_POOL
 from mlops_jobs.process import ProcessGroup, is_running
+from mlops_jobs.training.tracking import alias_version
 from tests.conftest import DEMO
 
 pytestmark = [pytest.mark.hive, pytest.mark.integration]
@@ -118,6 +119,15 @@ def client(stack: Stack) -> Iterator[Any]:
         yield api
 
 
+@pytest.fixture(scope="module")
+def unpaused(client: Any) -> None:
+    """churn_training unpaused, so that triggered runs start (no scheduled run: see stack)."""
+    from airflow_client.client.api import dag_api
+    from airflow_client.client.models import DAGPatchBody
+
+    dag_api.DAGApi(client).patch_dag("churn_training", DAGPatchBody(is_paused=False))
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -178,13 +188,14 @@ def test_an_invalid_conf_is_refused_and_no_run_starts(client: Any) -> None:
     assert runs.get_dag_runs("churn_training").total_entries == before
 
 
-def test_a_manual_run_without_data_fails_at_once_naming_the_partitions(client: Any) -> None:
+def test_a_manual_run_without_data_fails_at_once_naming_the_partitions(
+    client: Any, unpaused: None
+) -> None:
     """The trigger form's defaults on a day the warehouse has no data for: the sensor checks
     once and fails naming what is missing, instead of waiting for six hours."""
-    from airflow_client.client.api import dag_api, dag_run_api, task_instance_api
-    from airflow_client.client.models import DAGPatchBody, TriggerDAGRunPostBody
+    from airflow_client.client.api import dag_run_api, task_instance_api
+    from airflow_client.client.models import TriggerDAGRunPostBody
 
-    dag_api.DAGApi(client).patch_dag("churn_training", DAGPatchBody(is_paused=False))
     runs = dag_run_api.DagRunApi(client)
     run = runs.trigger_dag_run(
         "churn_training",
@@ -241,7 +252,7 @@ def shot(page: Any, name: str) -> None:
 
 
 def test_a_person_trains_from_the_trigger_form_and_approves_the_promotion(
-    stack: Stack, client: Any, page: Any
+    stack: Stack, client: Any, page: Any, unpaused: None
 ) -> None:
     """Log in, trigger churn_training from its form with non-default Params (an invalid value
     refused first), approve the promotion under Required Actions, follow the MLflow link."""
@@ -336,6 +347,153 @@ def test_a_person_trains_from_the_trigger_form_and_approves_the_promotion(
     assert response is not None and response.ok, href
     page.wait_for_timeout(3000)  # let the run's page render for the screenshot
     shot(page, "06-mlflow-run")
+
+
+#: A small model for the REST and backfill runs: the same inputs, so the same training key.
+SMALL_TRAINING = {"workers": 1, "epochs": 1, "learning_rate": 0.0042}
+
+
+def run_state(client: Any, run_id: str) -> Callable[[], str | None]:
+    from airflow_client.client.api import dag_run_api
+
+    def ended() -> str | None:
+        state = dag_run_api.DagRunApi(client).get_dag_run("churn_training", run_id).state
+        value = str(getattr(state, "value", state))
+        return value if value in ("success", "failed") else None
+
+    return ended
+
+
+def task_states(client: Any, run_id: str) -> dict[str, str | None]:
+    from airflow_client.client.api import task_instance_api
+
+    instances = task_instance_api.TaskInstanceApi(client).get_task_instances(
+        "churn_training", run_id
+    )
+    return {
+        t.task_id: None if t.state is None else str(t.state.value) for t in instances.task_instances
+    }
+
+
+def lineage(client: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """The extras of the Asset events a run emitted, by asset name."""
+    from airflow_client.client.api import asset_api
+
+    events = asset_api.AssetApi(client).get_asset_events(
+        source_dag_id="churn_training", source_run_id=run_id, limit=100
+    )
+    return {str(e.name): dict(e.extra or {}) for e in events.asset_events}
+
+
+REST_RUN: dict[str, str] = {}
+
+
+def test_a_promotion_is_answered_through_the_rest_api(
+    stack: Stack, client: Any, unpaused: None
+) -> None:
+    """Trigger with conf, read task states and XComs, reject the promotion through the API:
+    the candidate is recorded as rejected in review and the champion stays."""
+    from airflow_client.client.api import dag_run_api, task_instance_api, x_com_api
+    from airflow_client.client.models import TriggerDAGRunPostBody, UpdateHITLDetailPayload
+    from mlflow import MlflowClient
+
+    conf = {
+        "ds": str(DEMO["end_ds"]),
+        **SMALL_TRAINING,
+        "require_approval": True,
+        "force_promote": True,
+        "force_reason": "REST test on the tiny demo",
+    }
+    run = dag_run_api.DagRunApi(client).trigger_dag_run(
+        "churn_training", TriggerDAGRunPostBody(logical_date=None, conf=conf)
+    )
+    REST_RUN["dag_run_id"] = run.dag_run_id
+    wait_for(
+        "the promotion asks for approval",
+        lambda: (
+            task_states(client, run.dag_run_id).get("approve_promotion") == "awaiting_input"
+            or run_state(client, run.dag_run_id)()
+        ),
+        RUN_TIMEOUT,
+    )
+    states = task_states(client, run.dag_run_id)
+    assert states["approve_promotion"] == "awaiting_input", states
+    assert states["train_model"] == states["promotion_gate"] == "success"
+
+    def xcom(task_id: str, key: str) -> Any:
+        entry = x_com_api.XComApi(client).get_xcom_entry(
+            "churn_training", task_id, run.dag_run_id, key
+        )
+        return entry.actual_instance.value
+
+    candidate, gate = xcom("train_model", "return_value"), xcom("promotion_gate", "decision")
+    assert gate["candidate_version"] == str(candidate["model_version"])
+    assert gate["force_reason"] == conf["force_reason"]
+
+    registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+
+    def champion() -> str | None:
+        version = alias_version(registry, gate["model_name"], "champion")
+        return None if version is None else str(version.version)
+
+    before = champion()
+    tasks = task_instance_api.TaskInstanceApi(client)
+    request = tasks.get_hitl_detail("churn_training", run.dag_run_id, "approve_promotion", -1)
+    assert request.options == ["Promote", "Reject"]
+    assert f"version {candidate['model_version']}" in request.subject
+    tasks.update_hitl_detail(
+        "churn_training",
+        run.dag_run_id,
+        "approve_promotion",
+        -1,
+        UpdateHITLDetailPayload(chosen_options=["Reject"]),
+    )
+    assert wait_for("the run ends", run_state(client, run.dag_run_id), RUN_TIMEOUT) == "success"
+    states = task_states(client, run.dag_run_id)
+    assert states["reject_in_review"] == "success" and states["promote_model"] == "skipped"
+    assert champion() == before
+    rejected = registry.get_model_version(gate["model_name"], str(candidate["model_version"]))
+    assert rejected.tags["validation_status"] == "rejected", rejected.tags
+
+
+def test_a_backfill_reproduces_the_original_run(client: Any, unpaused: None) -> None:
+    """A scheduler-run backfill of the day after the demo's last day trains on that last day:
+    the same snapshot and features (content hashes) and the same model version, reused."""
+    from airflow_client.client.api import backfill_api, dag_run_api
+    from airflow_client.client.models import BackfillPostBody
+
+    original = REST_RUN.get("dag_run_id")
+    if original is None:
+        pytest.skip("needs the REST test's run")
+    due = dt.datetime.combine(
+        dt.date.fromisoformat(str(DEMO["end_ds"])) + dt.timedelta(days=1), dt.time(), dt.UTC
+    )
+    backfill = backfill_api.BackfillApi(client).create_backfill(
+        BackfillPostBody(
+            dag_id="churn_training",
+            from_date=due,
+            to_date=due,
+            dag_run_conf=SMALL_TRAINING,
+            max_active_runs=1,
+        )
+    )
+    runs = dag_run_api.DagRunApi(client)
+
+    def backfill_run() -> str | None:
+        for run in runs.get_dag_runs("churn_training", run_type=["backfill"]).dag_runs:
+            if run.logical_date == due:
+                return str(run.dag_run_id)
+        return None
+
+    run_id = wait_for(f"backfill {backfill.id} creates its run", backfill_run, START_TIMEOUT)
+    assert wait_for("the backfill run ends", run_state(client, run_id), RUN_TIMEOUT) == "success"
+    replayed, first = lineage(client, run_id), lineage(client, original)
+    assert replayed["churn_snapshot"]["ds"] == str(DEMO["end_ds"])
+    for asset in ("churn_snapshot", "churn_features"):
+        assert replayed[asset]["content_hash"] == first[asset]["content_hash"], asset
+    candidate = replayed["churn_model_candidate"]
+    assert candidate["model_version"] == first["churn_model_candidate"]["model_version"]
+    assert candidate["reused"] is True
 
 
 def test_ui_stop_stops_every_process_it_started(stack: Stack) -> None:
