@@ -298,6 +298,8 @@ def test_a_databricks_run_cancelled_from_outside_fails_the_task_and_publishes_no
     # the provider's error: the task, the terminal state and the run's state message
     assert "build_features failed with terminal state" in str(raised.value)
     assert "CANCELED" in str(raised.value) and "Run cancelled." in str(raised.value)
+    (run_id,) = emulator.runs  # the error says where to look
+    assert f"Run page: {emulator.url}/?o=0#job/{run_id}/run/1" in str(raised.value)
     assert not isinstance(raised.value, AirflowFailException)
     with pytest.raises(lake.LakeError):
         lake.open_box(output)

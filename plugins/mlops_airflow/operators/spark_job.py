@@ -495,21 +495,29 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:  # type: ignore[override]
         """Resume after the trigger reported a terminal state; a failed run raises."""
-        with self._refusal_raised(context):
+        with self._refusal_raised(context, event.get("run_page_url")):
             super().execute_complete(dict(context), event)
         self.run_id = int(event["run_id"])
         return self.read_result(context)
 
     @contextlib.contextmanager
-    def _refusal_raised(self, context: Context) -> Iterator[None]:
-        """A failed run whose job refused its input fails the task without retries."""
+    def _refusal_raised(self, context: Context, run_page_url: str | None = None) -> Iterator[None]:
+        """A failed run's error names its run page; a run whose job refused its input fails
+        the task without retries."""
         try:
             yield
         except AirflowException as err:
             refusal = self.refusal(context)
-            if refusal is None:
+            if refusal is None and type(err) is not AirflowException:
                 raise
-            raise JobInputError(f"{refusal}\n{err}") from err
+            # the page the provider looked up when the run started: the failure may be the API's
+            page = run_page_url or (
+                None if self.run_id is None else self._hook.known_run_page_url(self.run_id)
+            )
+            where = f"\nRun page: {page}" if page else ""
+            if refusal is None:
+                raise AirflowException(f"{err}{where}") from err
+            raise JobInputError(f"{refusal}\n{err}{where}") from err
 
     # -- both ----------------------------------------------------------------------------
 

@@ -283,14 +283,18 @@ def test_failed_run_raises_with_page_url_and_error_output(
     assert "job 'churn-features' refused its input" in message
     assert "TERMINATED" in message and "FAILED" in message
     assert "_committed.json is missing" in message  # the job's own error output
+    (run_id,) = emulator.runs
+    assert f"Run page: {emulator.url}/?o=0#job/{run_id}/run/1" in message
 
 
 @pytest.mark.faults
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_internal_error_fails_the_task(emulator: DatabricksEmulator, deferrable: bool) -> None:
     emulator.faults.run_result = "INTERNAL_ERROR"
-    with pytest.raises(AirflowException, match="Cluster terminated unexpectedly"):
+    with pytest.raises(AirflowException, match="Cluster terminated unexpectedly") as raised:
         run_to_completion(operator(backend="databricks", deferrable=deferrable), FakeTI())
+    assert not isinstance(raised.value, AirflowFailException)  # a platform failure may heal
+    assert f"Run page: {emulator.url}/?o=0#job/" in str(raised.value)
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
