@@ -80,7 +80,7 @@ def churn_features(args: argparse.Namespace) -> int:
 
 def churn_train(args: argparse.Namespace) -> int:
     from mlops_jobs.churn.model import TrainConfigError
-    from mlops_jobs.churn.train import TrainRequest, run
+    from mlops_jobs.churn.train import RegistrationError, TrainRequest, run
     from mlops_jobs.training.launcher import LaunchError
 
     try:
@@ -100,7 +100,7 @@ def churn_train(args: argparse.Namespace) -> int:
         )
     except (TrainConfigError, json.JSONDecodeError) as err:
         return refuse(args, err)
-    except LaunchError as err:
+    except (LaunchError, RegistrationError) as err:
         print(f"error: churn-train: {err}", file=sys.stderr)
         return EXIT_FAILED
     print(

@@ -13,22 +13,31 @@ connections (``tests/plugins/mlops_airflow/operators``).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from mlops_airflow.exceptions import HiveServerUnavailableError
+from mlops_airflow.exceptions import HiveServerUnavailableError, SparkJobError
 from mlops_airflow.operators.hive_extract import HiveExtractOperator
+from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_jobs import lake
 from mlops_jobs.churn.tables import CHURN_SOURCES
+from mlops_jobs.demo.generator import DemoSpec
+from mlops_jobs.process import ProcessGroup
 from tests.conftest import DEMO, LOOKBACK_DAYS, TEST_PORT
-from tests.support import databricks_emulator, register_version
+from tests.support import FakeTI, databricks_emulator, register_version, write_demo_snapshot
 
 pytestmark = pytest.mark.faults
 
@@ -37,18 +46,43 @@ DAY_BEFORE = "2026-02-28"
 
 
 class Proxy:
-    """A TCP proxy to the test HiveServer2 that can cut every connection: once a client sends
-    a request containing ``cut_on`` (the request is forwarded first, so the server runs it),
-    both ends of that connection are closed."""
+    """A TCP proxy to a test server that can cut every connection: once a client sends a
+    request containing ``cut_on``, the request is forwarded (so the server performs it) and
+    both ends of that connection are closed.
 
-    def __init__(self, upstream_port: int, cut_on: bytes | None = None) -> None:
+    :param upstream_port: The server's port on 127.0.0.1.
+    :param cut_on: Bytes of the request after which to cut; None cuts nothing.
+    :param lose_response: Cut when the server answers that request, not once it has passed:
+        the request is whole and performed, and the client never hears the outcome.
+    :param once: Cut only the first such request; the ones after it pass.
+    :param then_down: From the cut on, refuse every connection, as a server that went away.
+    """
+
+    def __init__(
+        self,
+        upstream_port: int,
+        cut_on: bytes | None = None,
+        *,
+        lose_response: bool = False,
+        once: bool = False,
+        then_down: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         self.cut_on = cut_on
+        self.lose_response = lose_response
+        self.once = once
+        self.then_down = then_down
         self.cut = threading.Event()
+        self.down = threading.Event()
+        self.matched = 0  # requests that carried cut_on
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _accept(self) -> None:
         while True:
@@ -56,26 +90,62 @@ class Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.down.is_set():
+                client.close()
+                return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            answering = threading.Event()  # the request to cut has passed on this connection
+            for pump in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(*pump, answering), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, requests: bool) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        target: socket.socket,
+        requests: bool,
+        answering: threading.Event,
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if not requests and answering.is_set():
+                    self._cut(source, target)
+                    return
+                to_cut = requests and self._cuts(data)
+                if to_cut:
+                    answering.set()  # before the server can answer
+                if self.down.is_set():
+                    break
                 target.sendall(data)
-                if requests and self.cut_on is not None and self.cut_on in data:
-                    self.cut.set()
-                    for end in (source, target):
-                        end.shutdown(socket.SHUT_RDWR)
+                if to_cut and not self.lose_response:
+                    self._cut(source, target)
                     return
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_RDWR)
 
+    def _cuts(self, data: bytes) -> bool:
+        if self.cut_on is None or self.cut_on not in data:
+            return False
+        self.matched += 1
+        return not (self.once and self.cut.is_set())
+
+    def _cut(self, *ends: socket.socket) -> None:
+        self.cut.set()
+        if self.then_down:
+            self.close()  # every connection, before the client hears of the cut and resends
+            return
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
+        self.down.set()
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes accept(): new connections refused
         self.server.close()
         for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -262,6 +332,192 @@ def test_mlflow_unreachable_at_promotion_fails_retryably_and_moves_no_alias(
     # the retry, with the store back, promotes
     assert promote(store)["version"] == candidate
     assert str(client.get_model_version_by_alias(name, "champion").version) == candidate
+
+
+@dataclass
+class MlflowServer:
+    """A real MLflow tracking server and registry (``mlflow server``) on a store of its own."""
+
+    port: int
+    root: Path
+    process: ProcessGroup
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=5),
+            ):
+                return
+            log = (self.root / "server.log").read_text(errors="replace")
+            assert self.process.poll() is None, f"mlflow server exited:\n{log[-3000:]}"
+            assert time.monotonic() < deadline, f"mlflow server did not answer:\n{log[-3000:]}"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """Started here, ready once ``wait_ready`` returns (it starts while the features build)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    with open(root / "server.log", "wb") as log:
+        process = ProcessGroup(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+             "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--default-artifact-root", str(root / "artifacts"), "--workers", "1"],
+            stdout=log,
+        )  # fmt: skip
+    try:
+        yield MlflowServer(port, root, process)
+    finally:
+        process.terminate(grace=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small published feature set: enough to train one epoch on one worker."""
+    root = tmp_path_factory.mktemp("registration-lake")
+    spec = DemoSpec(customers=600, days=100, end_ds=END, seed=21)
+    snapshot = write_demo_snapshot(root, spec)
+    output = lake.box_uri(str(root), "churn/features", END)
+    subprocess.run(
+        [sys.executable, "-m", "mlops_jobs.cli", "churn-features", "--snapshot", snapshot,
+         "--output", output],
+        check=True, env={**os.environ, lake.ROOT_ENV: str(root)}, capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+    return lake.open_box(output).uri
+
+
+def train_through(
+    mlflow_url: str, features: str, ti: FakeTI, model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """One try of the training task (one worker, one epoch) with MLflow at ``mlflow_url``."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+    operator = TrainModelOperator(
+        task_id=ti.task_id,
+        features=features,
+        workers=1,
+        epochs=1,
+        model_name=model_name,
+        backend="local",
+        worker_timeout_seconds=300,
+    )
+    return operator.execute({"ti": ti, "ds": END})  # type: ignore[arg-type]
+
+
+def assert_one_complete_version(
+    registry: Any, model_name: str, ti: FakeTI, version: str, try_number: int
+) -> None:
+    """``version`` is the only version of ``model_name`` (whose runs all trained on the same
+    inputs) and is whole: READY, tagged as the candidate of the try that registered it, its
+    run FINISHED with the input key a later run reuses it by; no alias points at anything."""
+    from mlops_jobs.churn.train import INPUT_KEY_TAG
+    from mlops_jobs.training import tracking
+
+    assert [v.version for v in registry.search_model_versions(f"name = '{model_name}'")] == [
+        version
+    ]
+    registered = registry.get_model_version(model_name, version)
+    assert registered.status == "READY"
+    assert registered.tags == {
+        **tracking.instance_tags(ti.dag_id, ti.run_id, ti.task_id, ti.map_index),
+        tracking.TRY_TAG: str(try_number),
+        "role": "candidate",
+    }
+    run = registry.get_run(registered.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[INPUT_KEY_TAG] and run.data.tags["role"] == "training"
+    assert registry.get_registered_model(model_name).aliases == {}
+
+
+REGISTRATION = b"POST /api/2.0/mlflow/model-versions/create "
+
+
+@pytest.fixture
+def registration(
+    mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, str, FakeTI]:
+    """The registry's client, a registered model name of the test's own (so nothing trained
+    by another test is reused) and the training task instance; the job's MLflow client
+    retries quickly."""
+    import mlflow
+
+    mlflow_server.wait_ready()
+    monkeypatch.setenv("MLOPS_MLFLOW_ARTIFACT_ROOT", str(mlflow_server.root / "artifacts"))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    model_name = f"churn_faults_{uuid.uuid4().hex[:8]}"
+    ti = FakeTI(task_id="train_model", run_id=f"manual__{model_name}")
+    return mlflow.MlflowClient(tracking_uri=mlflow_server.url), model_name, ti
+
+
+@pytest.mark.parametrize(
+    ("store_down", "client_retries"), [(True, 2), (False, 0)], ids=["store-down", "not-resent"]
+)
+def test_mlflow_lost_at_registration_fails_retryably_and_the_retry_keeps_the_version(
+    store_down: bool,
+    client_retries: int,
+    mlflow_server: MlflowServer,
+    tiny_features: str,
+    registration: tuple[Any, str, FakeTI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry creates the new version but its answer never reaches the training job,
+    and the store then goes away (the client's retries are refused) or the client does not
+    resend: the try fails retryably naming the request and the server, the version exists
+    whole, and the next try returns it and finishes its run, registering nothing new."""
+    registry, model_name, ti = registration
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(client_retries))
+    proxy = Proxy(
+        mlflow_server.port, REGISTRATION, lose_response=True, once=True, then_down=store_down
+    )
+    try:
+        with pytest.raises(SparkJobError) as raised:
+            train_through(proxy.url, tiny_features, ti, model_name, monkeypatch)
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set() and proxy.matched == 1
+    assert not isinstance(raised.value, AirflowFailException)  # the store may come back
+    assert "registering the model of MLflow run" in str(raised.value)
+    assert f"{proxy.url}/api/2.0/mlflow/model-versions/create" in str(raised.value)
+    created = registry.search_model_versions(f"name = '{model_name}'")
+    assert len(created) == 1  # performed, only its answer lost
+    # the store was gone when the try ended the run, or there to mark it FAILED
+    ended = registry.get_run(created[0].run_id).info.status
+    assert ended == ("RUNNING" if store_down else "FAILED")
+
+    ti.try_number = 2  # the retry, with the store reachable
+    result = train_through(mlflow_server.url, tiny_features, ti, model_name, monkeypatch)
+    assert result["model_version"] == created[0].version and not result["reused"]
+    assert result["mlflow_run_id"] == created[0].run_id
+    assert_one_complete_version(registry, model_name, ti, created[0].version, try_number=1)
+
+
+def test_a_registration_resent_after_its_answer_was_lost_keeps_the_first_version(
+    mlflow_server: MlflowServer,
+    tiny_features: str,
+    registration: tuple[Any, str, FakeTI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MLflow's client resends a request whose answer was lost (by default, whatever the
+    method), so the registry creates the version twice: the try succeeds with the first one
+    and the duplicate is gone."""
+    registry, model_name, ti = registration
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    proxy = Proxy(mlflow_server.port, REGISTRATION, lose_response=True, once=True)
+    try:
+        result = train_through(proxy.url, tiny_features, ti, model_name, monkeypatch)
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set() and proxy.matched == 2  # the creation was sent twice
+    assert result["model_version"] == "1" and not result["reused"]
+    assert_one_complete_version(registry, model_name, ti, "1", try_number=1)
 
 
 def test_a_databricks_run_cancelled_from_outside_fails_the_task_and_publishes_nothing(

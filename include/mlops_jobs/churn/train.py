@@ -4,8 +4,11 @@ The driver (this module) opens the MLflow run, launches the workers as one Spark
 checks that every worker ended with the same weights, and registers the chief's logged model as
 a new version of ``churn`` tagged as a candidate. A version is registered at most once per Airflow
 task instance (dag, run, task, map index), whatever the try: a retry after registration returns
-that version. The run stays RUNNING until the model is registered; any failure marks it FAILED
-and registers nothing, and a retry marks runs that an earlier try left RUNNING as FAILED.
+that version and marks its run FINISHED (the registry may have created the version and lost only
+its answer, and the try failed). When the registry creates the version twice (MLflow's client
+resends a request whose response was lost), the second is deleted and the first kept. The run
+stays RUNNING until the model is registered; any other failure marks it FAILED and registers
+nothing, and a retry marks runs that an earlier try left RUNNING as FAILED.
 
 Training is idempotent by its inputs: the run is tagged with ``training.input_key``, a digest of
 the feature set's content hash, the code version, the effective training configuration, the
@@ -16,6 +19,7 @@ registered, unless the request asks to ``retrain``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +33,11 @@ from mlops_jobs.training.launcher import LaunchError, WorkerSpec, launch
 
 EXPERIMENT = "churn"
 INPUT_KEY_TAG = "training.input_key"
+
+
+class RegistrationError(RuntimeError):
+    """Registering the trained model failed (the registry may be unreachable): a retry of the
+    task finds a version the registry did create, or registers it then."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +96,15 @@ def run(request: TrainRequest) -> dict[str, Any]:
         client, request.registered_model, [r.info.run_id for r in earlier]
     )
     if existing is not None:
+        existing = (
+            tracking.keep_first_version(client, request.registered_model, existing.run_id)
+            or existing
+        )
         print(
             f"version {existing.version} of {request.registered_model} was registered by this "
             "task instance already (an earlier try); nothing new is registered"
         )
-        if client.get_run(existing.run_id).info.status == "RUNNING":
+        if client.get_run(existing.run_id).info.status != "FINISHED":
             client.set_terminated(existing.run_id, "FINISHED")
         return {**_result(client, existing), "reused": False}
     for stale in earlier:
@@ -179,16 +192,38 @@ def run(request: TrainRequest) -> dict[str, Any]:
             raise LaunchError(f"workers ended with different weights: {digests}")
         chief = results[0]
         client.log_metric(mlflow_run_id, "launch_seconds", chief["launch_seconds"])
-        model_version = mlflow.register_model(
+        model_version = register(client, request, mlflow_run_id, instance)
+    except BaseException:
+        # The store may be what failed: a later try settles a run left RUNNING.
+        with contextlib.suppress(Exception):
+            client.set_terminated(mlflow_run_id, "FAILED")
+        raise
+    client.set_terminated(mlflow_run_id, "FINISHED")
+    return {**_result(client, model_version), "reused": False}
+
+
+def register(
+    client: Any, request: TrainRequest, mlflow_run_id: str, instance: dict[str, str]
+) -> Any:
+    """Register the run's model as a candidate version; a duplicate is deleted (see
+    ``tracking.keep_first_version``) and a registry error raised as ``RegistrationError``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        created = mlflow.register_model(
             f"runs:/{mlflow_run_id}/model",
             request.registered_model,
             tags={**instance, tracking.TRY_TAG: str(request.try_number), "role": "candidate"},
         )
-    except BaseException:
-        client.set_terminated(mlflow_run_id, "FAILED")
-        raise
-    client.set_terminated(mlflow_run_id, "FINISHED")
-    return {**_result(client, model_version), "reused": False}
+        return (
+            tracking.keep_first_version(client, request.registered_model, mlflow_run_id) or created
+        )
+    except MlflowException as err:
+        raise RegistrationError(
+            f"registering the model of MLflow run {mlflow_run_id} as a version of "
+            f"{request.registered_model} failed: {err}"
+        ) from err
 
 
 def _result(client: Any, model_version: Any) -> dict[str, Any]:

@@ -70,6 +70,31 @@ def find_registered_version(client: Any, name: str, mlflow_run_ids: list[str]) -
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
+def keep_first_version(client: Any, name: str, mlflow_run_id: str) -> Any | None:
+    """The oldest version of ``name`` registered from the run, once its later ones are deleted.
+
+    A run registers one version. More mean that the request creating it was sent again after
+    its response was lost (MLflow's HTTP client retries every method): the later versions are
+    duplicates nobody was given. One that carries an alias was given out, and is kept.
+    """
+    versions = sorted(
+        (
+            v
+            for v in client.search_model_versions(f"run_id = '{mlflow_run_id}'")
+            if v.name.casefold() == name.casefold()
+        ),
+        key=lambda v: int(v.version),
+    )
+    for duplicate in versions[1:]:
+        if not getattr(duplicate, "aliases", None):
+            print(
+                f"deleting version {duplicate.version} of {duplicate.name}: a duplicate of "
+                f"version {versions[0].version}, registered again from run {mlflow_run_id}"
+            )
+            client.delete_model_version(duplicate.name, str(duplicate.version))
+    return versions[0] if versions else None
+
+
 def find_runs(client: Any, experiment_id: str, tags: dict[str, str]) -> list[Any]:
     """Runs of an experiment carrying all of ``tags``."""
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())

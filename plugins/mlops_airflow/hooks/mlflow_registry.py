@@ -19,6 +19,13 @@ CHAMPION = "champion"
 LOCK_SUFFIX = "__alias_lock"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
+# How MLflow's client retries and times out its HTTP requests.
+HTTP_REQUEST_SETTINGS = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ class MlflowRegistryHook(BaseHook):
 
     def job_environment(self) -> dict[str, str]:
         """``MLFLOW_*`` variables that point a job's MLflow client where this hook points, so
-        the jobs and the promotion tasks always use the same tracking server and registry."""
+        the jobs and the promotion tasks always use the same tracking server and registry, and
+        retry their requests alike (``MLFLOW_HTTP_REQUEST_*``)."""
         tracking, registry = self.uris
         env = {"MLFLOW_TRACKING_URI": tracking}
         if registry:
@@ -121,6 +129,7 @@ class MlflowRegistryHook(BaseHook):
             "MLFLOW_TRACKING_PASSWORD",
             "DATABRICKS_HOST",
             "DATABRICKS_TOKEN",
+            *HTTP_REQUEST_SETTINGS,
         ):
             if os.environ.get(key):
                 env[key] = os.environ[key]

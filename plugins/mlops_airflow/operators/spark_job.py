@@ -428,17 +428,20 @@ class SparkJobOperator(DatabricksSubmitRunOperator):
         return arguments
 
     def cluster_env_vars(self) -> dict[str, str]:
-        """``spark_env_vars`` of the run: the lake root, MLflow URIs, job settings, and the
-        configured extras. A value whose name says it is a secret must be a secret reference."""
+        """``spark_env_vars`` of the run: the lake root, MLflow URIs and HTTP request settings,
+        job settings, and the configured extras. A value whose name says it is a secret must be
+        a secret reference."""
+        from mlops_airflow.hooks.mlflow_registry import HTTP_REQUEST_SETTINGS
+
         mlflow = self.mlflow_environment()
         extra = resolve_json_setting(
             self.cluster_environment, CLUSTER_ENVIRONMENT_VARIABLE, CLUSTER_ENVIRONMENT_ENV
         )
-        uris = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        passed = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", *HTTP_REQUEST_SETTINGS)
         return _checked_environment(
             {
                 **self.job_settings(cluster=True),
-                **{k: v for k, v in mlflow.items() if k in uris},
+                **{k: v for k, v in mlflow.items() if k in passed},
                 **{str(k): str(v) for k, v in (extra or {}).items()},
             }
         )

@@ -155,10 +155,13 @@ def test_local_job_gets_only_the_job_settings(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgresql://user:secret@db/warehouse")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:pw@db/airflow")
     monkeypatch.setenv("MLOPS_LAKE_KEEP_VERSIONS", "5")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     env = operator(backend="local").local_environment()
     assert not [k for k in env if k.startswith("AIRFLOW")]
     assert env["MLOPS_LAKE_KEEP_VERSIONS"] == "5" and env["MLOPS_LAKE_ROOT"]
     assert env["MLFLOW_TRACKING_URI"] and env["PYTHONPATH"].endswith("include")
+    # the job's MLflow client retries as the worker's does
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
 
 
 def test_an_output_outside_the_lake_root_is_refused(demo_snapshot: str, tmp_path: Path) -> None:
@@ -393,9 +396,11 @@ def test_run_specification_carries_settings_and_secret_references(
         cluster_environment={"MLFLOW_TRACKING_TOKEN": "{{secrets/mlops/mlflow-token}}"},
         params={"promotion_thresholds": {"floor": 0.7}},
     )
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     spec = op.run_specification(context(), "/Volumes/main/mlops/artifacts/wheels/x.whl")
     env = spec["tasks"][0]["new_cluster"]["spark_env_vars"]
     assert env["MLFLOW_TRACKING_TOKEN"] == "{{secrets/mlops/mlflow-token}}"
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
     with pytest.raises(InvalidParameterError, match="MLFLOW_TRACKING_TOKEN must be a Databricks"):
         operator(cluster_environment={"MLFLOW_TRACKING_TOKEN": "dapi123"}).run_specification(
             context(), "x.whl"
