@@ -128,13 +128,22 @@ def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A fresh test Airflow metadata database (for ``dag.test()``): a copy of an empty database
-    migrated once per Airflow version and kept as a template."""
+    migrated once per set of installed Airflow distributions (core and providers, which may
+    bring tables of their own) and kept as a template."""
+    import hashlib
     import subprocess
+    from importlib.metadata import distributions
 
-    import airflow
-
-    template = TEST_ROOT / f"airflow-{airflow.__version__}-migrated.db"
+    installed = sorted(
+        f"{name}=={d.version}"
+        for d in distributions()
+        if (name := (d.metadata["Name"] or "").lower()).startswith("apache-airflow")
+    )
+    key = hashlib.sha256("\n".join(installed).encode()).hexdigest()[:16]
+    template = TEST_ROOT / f"airflow-{key}-migrated.db"
     if not template.exists():
+        for stale in TEST_ROOT.glob("airflow-*-migrated.db"):
+            stale.unlink()
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
             check=True,

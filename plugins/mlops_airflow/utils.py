@@ -69,7 +69,7 @@ def optional_number(
     if value is None or str(value).strip() in ("", "None", "null"):
         return None
     try:
-        number = kind(str(value).strip()) if kind is float else int(str(value).strip())
+        number = kind(str(value).strip())
     except ValueError:
         kind_name = "a whole number" if kind is int else "a number"
         raise InvalidParameterError(f"{name} must be {kind_name}, got {value!r}") from None
