@@ -5,9 +5,9 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from mlops_airflow.operators.spark_job import DatabricksRunLink
-from mlops_airflow.operators.train_model import MlflowRunLink
+from mlops_airflow.operators.train_model import MlflowModelVersionLink, MlflowRunLink
 
 
 class MlopsPlugin(AirflowPlugin):
     name = "mlops_airflow"
-    operator_extra_links = [MlflowRunLink(), DatabricksRunLink()]  # noqa: RUF012 (AirflowPlugin's own convention)
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DatabricksRunLink()]  # noqa: RUF012 (AirflowPlugin's own convention)

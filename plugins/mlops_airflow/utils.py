@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from mlops_airflow.exceptions import InvalidParameterError
 
@@ -193,3 +194,12 @@ def mlflow_run_url(
     if not base or not experiment_id:
         return None
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
+
+
+def mlflow_model_version_url(name: str, version: str | int, base: str | None = None) -> str | None:
+    """The MLflow UI's page of a registered model version, when the UI's URL is configured
+    (as ``mlflow_run_url``), else None."""
+    base = base or setting(MLFLOW_UI_VARIABLE, MLFLOW_UI_ENV)
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"

@@ -339,6 +339,8 @@ def test_a_person_trains_from_the_trigger_form_and_approves_the_promotion(
     link = page.get_by_role("link", name="MLflow run")
     href = link.get_attribute("href")
     assert href and href.startswith(stack.mlflow_url), href
+    version = page.get_by_role("link", name="Model version").get_attribute("href")
+    assert version and re.search(r"/#/models/churn/versions/\d+$", version), version
     # a job run on local Spark has no Databricks run page: no link rather than one to "None"
     assert page.get_by_role("link", name="Databricks run").count() == 0
     shot(page, "05-task-links")

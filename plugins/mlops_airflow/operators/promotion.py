@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 from mlops_airflow.assets import emit_asset_events
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.mlflow_registry import PREVIOUS, MlflowRegistryHook
+from mlops_airflow.operators.train_model import MlflowModelVersionLink, push_model_version_url
 from mlops_airflow.utils import as_bool, json_mapping, mlflow_run_url, resolve_model_name
 
 if TYPE_CHECKING:
@@ -293,6 +294,8 @@ class PromoteModelOperator(_DecisionOperator):
     :param mlflow_conn_id: Airflow connection to MLflow.
     """
 
+    operator_extra_links = (MlflowModelVersionLink(),)
+
     def execute(self, context: Context) -> dict[str, Any]:
         decision, response = self.read_decision(context)
         name, version = decision["model_name"], decision["candidate_version"]
@@ -345,6 +348,7 @@ class PromoteModelOperator(_DecisionOperator):
             ),
         )
         result = {"model_name": name, "version": version, "previous": move.previous}
+        push_model_version_url(context, name, version)
         emit_asset_events(context, self.outlets, {**result, "action": "promote"})
         return result
 
@@ -396,6 +400,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
     :param mlflow_conn_id: Airflow connection to MLflow.
     """
 
+    operator_extra_links = (MlflowModelVersionLink(),)
     template_fields: Sequence[str] = ("model_name", "version", "reason")
 
     def __init__(
@@ -475,6 +480,7 @@ class RollbackModelOperator(_RegistryMixin, BaseOperator):
             f"(replacing {'version ' + champion if champion else 'no champion'}): {reason}",
         )
         result = {"model_name": name, "version": target, "previous": move.previous}
+        push_model_version_url(context, name, target)
         emit_asset_events(context, self.outlets, {**result, "action": "rollback"})
         self.log.info(
             "%s@champion rolled back: version %s -> %s (%s)", name, champion, target, reason

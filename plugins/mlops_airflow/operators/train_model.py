@@ -14,6 +14,7 @@ from mlops_airflow.operators.spark_job import SparkJobOperator, instance_argumen
 from mlops_airflow.utils import (
     as_bool,
     json_mapping,
+    mlflow_model_version_url,
     mlflow_run_url,
     optional_number,
     positive_int,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 XCOM_MLFLOW_RUN_URL = "mlflow_run_url"
+XCOM_MODEL_VERSION_URL = "mlflow_model_version_url"
 
 
 class MlflowRunLink(BaseOperatorLink):
@@ -36,6 +38,25 @@ class MlflowRunLink(BaseOperatorLink):
         return XCom.get_value(key=XCOM_MLFLOW_RUN_URL, ti_key=ti_key) or ""
 
 
+class MlflowModelVersionLink(BaseOperatorLink):
+    """Link to the registered model version the task registered, promoted or restored."""
+
+    name = "Model version"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return XCom.get_value(key=XCOM_MODEL_VERSION_URL, ti_key=ti_key) or ""
+
+
+def push_model_version_url(
+    context: Context, name: str, version: str | int, base: str | None = None
+) -> None:
+    """Push the version's MLflow UI page for ``MlflowModelVersionLink`` (when the UI's URL is
+    configured)."""
+    url = mlflow_model_version_url(name, version, base)
+    if url:
+        context["ti"].xcom_push(key=XCOM_MODEL_VERSION_URL, value=url)
+
+
 class TrainModelOperator(SparkJobOperator):
     """
     Train the churn model with N synchronous TensorFlow workers (``mlops-job churn-train``) on
@@ -45,7 +66,8 @@ class TrainModelOperator(SparkJobOperator):
     them and registers nothing twice for the same try. A version already trained on the same
     inputs (feature set, code, configuration, workers) is reused unless ``retrain`` is set.
     Returns ``{mlflow_run_id, experiment_id, model_name, model_version, metrics, reused}``;
-    pushes ``mlflow_run_url`` for the "MLflow run" link.
+    pushes ``mlflow_run_url`` and ``mlflow_model_version_url`` for the "MLflow run" and "Model
+    version" links.
 
     :param features: URI of the feature set. (templated)
     :param workers: Number of TensorFlow workers. (templated)
@@ -78,6 +100,7 @@ class TrainModelOperator(SparkJobOperator):
     operator_extra_links: tuple[BaseOperatorLink, ...] = (
         *SparkJobOperator.operator_extra_links,
         MlflowRunLink(),
+        MlflowModelVersionLink(),
     )
 
     def __init__(
@@ -158,6 +181,9 @@ class TrainModelOperator(SparkJobOperator):
         url = mlflow_run_url(result["experiment_id"], result["mlflow_run_id"], self.mlflow_ui_url)
         if url:
             context["ti"].xcom_push(key=XCOM_MLFLOW_RUN_URL, value=url)
+        push_model_version_url(
+            context, result["model_name"], result["model_version"], self.mlflow_ui_url
+        )
         self.log.info(
             "Registered %s version %s (run %s): %s",
             result["model_name"],

@@ -72,8 +72,9 @@ def promote(store: dict[tuple[str, str], Any]) -> dict[str, Any]:
 
 
 def test_first_candidate_is_promoted_by_floor_and_baseline(
-    model_name: str, hook: MlflowRegistryHook
+    model_name: str, hook: MlflowRegistryHook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "http://mlflow.example/")
     v1 = register_version(hook.client, model_name)
     store: dict[tuple[str, str], Any] = {}
     evaluation = evaluation_result(hook.client, model_name, v1, 0.81, 0.78)
@@ -82,6 +83,10 @@ def test_first_candidate_is_promoted_by_floor_and_baseline(
     assert decision["passed"] and decision["champion_version"] is None
     auto_approve(store)
     assert promote(store) == {"model_name": model_name, "version": v1, "previous": None}
+    # the "Model version" link of promote_model
+    assert store[("promote_model", "mlflow_model_version_url")] == (
+        f"http://mlflow.example/#/models/{model_name}/versions/{v1}"
+    )
 
     assert hook.alias_version(model_name, "champion") == v1
     assert hook.alias_version(model_name, "previous") is None

@@ -243,6 +243,9 @@ def test_databricks_backend_trains_through_the_emulator(
     assert ti.xcom["mlflow_run_url"] == (
         f"http://mlflow.example/#/experiments/{result['experiment_id']}/runs/{result['mlflow_run_id']}"
     )
+    assert ti.xcom["mlflow_model_version_url"] == (
+        f"http://mlflow.example/#/models/churn/versions/{result['model_version']}"
+    )
 
 
 def test_bad_training_parameters_are_named(training_features: str) -> None:
