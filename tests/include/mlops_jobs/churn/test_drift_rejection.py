@@ -22,6 +22,9 @@ from mlops_jobs.evaluation.metrics import binary_metrics
 from tests.support import fit_and_register, write_demo_snapshot
 
 DAY_BEFORE, DRIFT_DAY = "2026-02-28", "2026-03-01"
+# Enough epochs that the champion clears the floor with a margin (about 0.72 against 0.70)
+# wider than training's run-to-run variation; at 6 it sat right at the floor.
+EPOCHS = 20
 SPEC = DemoSpec(
     customers=3000, days=100, end_ds=DRIFT_DAY, seed=41, drift=0.6, drift_start_ds=DRIFT_DAY
 )
@@ -40,9 +43,9 @@ def test_candidate_trained_on_drifted_labels_is_rejected(
         uris[ds] = feature_job.run(snapshot, lake.box_uri(str(root), "churn/features", ds))["uri"]
 
     name = f"churn_drift_{uuid.uuid4().hex[:8]}"
-    champion = fit_and_register(uris[DAY_BEFORE], name, epochs=6)
+    champion = fit_and_register(uris[DAY_BEFORE], name, epochs=EPOCHS)
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", champion)
-    candidate = fit_and_register(uris[DRIFT_DAY], name, epochs=6)
+    candidate = fit_and_register(uris[DRIFT_DAY], name, epochs=EPOCHS)
 
     config = GateConfig.load()
     before = FeatureSet.open(uris[DAY_BEFORE])
@@ -53,7 +56,7 @@ def test_candidate_trained_on_drifted_labels_is_rejected(
         predict_probabilities(model, before.inputs(test_before)),
         config.operating_threshold,
     )["roc_auc"]
-    assert champion_auc >= config.floor  # without drift the model clears the floor
+    assert champion_auc >= config.floor, champion_auc  # without drift it clears the floor
 
     result = evaluate(
         EvaluateRequest(
