@@ -34,8 +34,13 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 SEVERITIES = ("warn", "fail")
-#: PSI bins: deciles of the previous snapshot for numbers, values for categories.
+#: PSI bins: deciles of the previous snapshot for numbers; for anything else its most frequent
+#: values, each a bin, and one bin for every other value (so an identifier-like column never
+#: brings millions of bins to the driver).
 DRIFT_BINS = 10
+DRIFT_TOP_VALUES = 20
+OTHER_BIN = "<other>"
+NULL_BIN = "<null>"
 _EPSILON = 1e-4
 
 
@@ -315,7 +320,9 @@ def check_table(
                     expectation.drift_severity, False,
                     "the previous snapshot has no such column")  # fmt: skip
         edges = bin_edges(previous, columns)
-        now, before = distributions(df, columns, edges), distributions(previous, columns, edges)
+        values = top_values(previous, [c for c in columns if c not in edges])
+        now = distributions(df, columns, edges, values)
+        before = distributions(previous, columns, edges, values)
         if expectation.max_row_change is not None:
             # every column's bins add up to the rows (a table without drift columns counts them)
             before_rows = sum(before[columns[0]].values()) if columns else previous.count()
@@ -344,11 +351,45 @@ def bin_edges(reference: DataFrame, columns: list[str]) -> dict[str, list[float]
     return {c: sorted(set(q)) for c, q in zip(numeric, quantiles, strict=True)}
 
 
+def top_values(
+    reference: DataFrame, columns: list[str], limit: int = DRIFT_TOP_VALUES
+) -> dict[str, list[str]]:
+    """The ``limit`` most frequent non-NULL values (as strings) of each of ``columns`` in
+    ``reference``, in one pass: the drift bins of columns that are not numbers. Ties go to the
+    smaller value, so the bins do not depend on how the rows are ordered."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    value = {c: F.col(c).cast("string").alias("value") for c in columns}
+    pairs = F.array(*(F.struct(F.lit(c).alias("column"), value[c]) for c in columns))
+    rank = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
+    ranked = (
+        reference.select(F.explode(pairs).alias("p"))
+        .where(F.col("p.value").isNotNull())
+        .groupBy(F.col("p.column").alias("column"), F.col("p.value").alias("value"))
+        .count()
+        .withColumn("rank", F.row_number().over(rank))
+        .where(F.col("rank") <= limit)
+        .collect()
+    )
+    result: dict[str, list[str]] = {c: [] for c in columns}
+    for row in sorted(ranked, key=lambda r: (r["column"], r["rank"])):
+        result[row["column"]].append(row["value"])
+    return result
+
+
 def distributions(
-    df: DataFrame, columns: list[str], edges: dict[str, list[float]]
+    df: DataFrame,
+    columns: list[str],
+    edges: dict[str, list[float]],
+    values: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Row counts per bin of each column, in one pass over ``df``: numbers are binned by
-    ``edges`` (``bin_edges``), anything else by value; NULL is a bin of its own."""
+    ``edges`` (``bin_edges``); anything else by value, those outside ``values`` (``top_values``)
+    counted together as ``<other>`` when the column has an entry there; NULL is a bin of its
+    own."""
     from pyspark.sql import functions as F
 
     if not columns:
@@ -362,7 +403,9 @@ def distributions(
             value = bucket.cast("string")
         else:
             value = F.col(column).cast("string")
-        value = F.when(F.col(column).isNull(), F.lit("<null>")).otherwise(value)
+            if values is not None and column in values:
+                value = F.when(value.isin(values[column]), value).otherwise(F.lit(OTHER_BIN))
+        value = F.when(F.col(column).isNull(), F.lit(NULL_BIN)).otherwise(value)
         bins.append(F.struct(F.lit(column).alias("column"), value.alias("bin")))
     counted = (
         df.select(F.explode(F.array(*bins)).alias("b"))
@@ -393,9 +436,10 @@ def stability_index(now: dict[str, int], before: dict[str, int]) -> float:
 def population_stability(current: DataFrame, previous: DataFrame, column: str) -> float:
     """PSI of ``column`` between two tables (see ``distributions`` and ``stability_index``)."""
     edges = bin_edges(previous, [column])
+    values = {} if column in edges else top_values(previous, [column])
     return stability_index(
-        distributions(current, [column], edges)[column],
-        distributions(previous, [column], edges)[column],
+        distributions(current, [column], edges, values)[column],
+        distributions(previous, [column], edges, values)[column],
     )
 
 

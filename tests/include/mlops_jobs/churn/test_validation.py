@@ -15,12 +15,16 @@ from mlops_jobs import lake
 from mlops_jobs.churn import features as churn_features
 from mlops_jobs.demo.generator import DemoSpec
 from mlops_jobs.validation import (
+    DRIFT_TOP_VALUES,
+    OTHER_BIN,
     DataValidationError,
     ExpectationError,
     ValidationReport,
     check_table,
+    distributions,
     load_expectations,
     population_stability,
+    top_values,
 )
 from tests.support import write_demo_snapshot
 
@@ -170,6 +174,28 @@ def test_population_stability_grows_with_the_shift(spark: Any) -> None:
     moved = spark.createDataFrame([(float(v),) for v in rng.normal(1, 1, 2000)], "x double")
     assert population_stability(same, base, "x") < 0.05
     assert population_stability(moved, base, "x") > 0.25
+
+
+def test_a_high_cardinality_column_drifts_over_its_top_values_and_the_rest(spark: Any) -> None:
+    """An identifier-like column is binned by the reference's most frequent values plus one bin
+    for the rest, so its bins stay few however many values it has."""
+    rows = [("web",)] * 300 + [("store",)] * 100 + [(f"id-{i}",) for i in range(1000)]
+    base = spark.createDataFrame(rows + [(None,)] * 5, "v string")
+    top = top_values(base, ["v"])["v"]
+    assert len(top) == DRIFT_TOP_VALUES
+    # by count, ties broken by value: the same bins whatever the rows' order
+    assert top[:4] == ["web", "store", "id-0", "id-1"]
+    assert top_values(base.orderBy("v", ascending=False), ["v"]) == {"v": top}
+    counts = distributions(base, ["v"], {}, {"v": top})["v"]
+    assert len(counts) == DRIFT_TOP_VALUES + 2  # the top values, the rest, NULL
+    assert counts[OTHER_BIN] == 1000 - (DRIFT_TOP_VALUES - 2) and counts["<null>"] == 5
+    # new identifiers in place of old ones are not drift; a changed share of "web" is
+    renamed = spark.createDataFrame(
+        [("web",)] * 300 + [("store",)] * 100 + [(f"new-{i}",) for i in range(1000)], "v string"
+    )
+    assert population_stability(renamed, base, "v") < 0.25
+    moved = spark.createDataFrame([("web",)] * 1200 + [("store",)] * 200, "v string")
+    assert population_stability(moved, base, "v") > 0.25
 
 
 @pytest.mark.parametrize(
