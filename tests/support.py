@@ -64,10 +64,10 @@ def write_demo_snapshot(
     data = generate(spec)
     frames = {"customers": data.customers, "events": data.events, "churn_labels": data.labels}
     for contract in CHURN_SOURCES:
-        bounds = contract.partition_range(ds, lookback_days, span_days)
-        if bounds is not None:
+        if contract.partitioned:
             frame = frames[contract.alias]
-            within = frame[contract.partition_column].between(*bounds)
+            days = contract.required_partitions(ds, lookback_days, span_days)
+            within = frame[contract.partition_column].isin(days)
             frames[contract.alias] = frame[within].reset_index(drop=True)
     if tamper is not None:
         tamper(frames)

@@ -24,7 +24,7 @@ DEFAULT_LOOKBACK_DAYS = 90
 
 class PartitionWindow(StrEnum):
     """Which partitions of a ``ds``-partitioned table one run reads (for one day; a run that
-    spans several days reads each window from its first day on, see ``partition_range``)."""
+    spans days reads the windows of its first and its last day, see ``required_partitions``)."""
 
     NONE = "none"  # not partitioned: the whole table
     CURRENT = "current"  # ds = run ds
@@ -61,27 +61,37 @@ class TableContract:
     def partition_range(
         self, ds: str, lookback_days: int, span_days: int = 0
     ) -> tuple[str, str] | None:
-        """First and last ``ds`` this run reads, or None for an unpartitioned table.
+        """First and last ``ds`` this run reads, or None for an unpartitioned table (a run that
+        spans days may skip days in between, see ``required_partitions``).
 
         :param lookback_days: days of history before a day, for ``LOOKBACK`` tables
-        :param span_days: the run covers every day from ``ds - span_days`` to ``ds`` (for
-            example a training day and a later day to test on); each window starts that
-            much earlier
+        :param span_days: the run covers the days ``ds - span_days`` and ``ds`` (for example
+            a day to train on and a later day to test on)
         """
-        day = dt.date.fromisoformat(validate_ds(ds, "run ds"))
-        if self.window is PartitionWindow.NONE:
+        windows = self.windows(ds, lookback_days, span_days)
+        if not windows:
             return None
+        return windows[0][0].isoformat(), windows[-1][1].isoformat()
+
+    def windows(
+        self, ds: str, lookback_days: int, span_days: int = 0
+    ) -> list[tuple[dt.date, dt.date]]:
+        """The window (first and last day, inclusive) of each day the run covers, first day
+        first; none for an unpartitioned table. Parameters as for ``partition_range``."""
+        day = dt.date.fromisoformat(validate_ds(ds, "run ds"))
         if span_days < 0:
             raise ValueError(f"span_days must not be negative, got {span_days}")
-        first_day = day - dt.timedelta(days=span_days)
-        if self.window is PartitionWindow.CURRENT:
-            return first_day.isoformat(), ds
-        before = (day - dt.timedelta(days=1)).isoformat()
-        if self.window is PartitionWindow.AS_OF:
-            return (first_day - dt.timedelta(days=1)).isoformat(), before
-        if lookback_days < 1:
+        if self.window is PartitionWindow.LOOKBACK and lookback_days < 1:
             raise ValueError(f"lookback_days must be at least 1, got {lookback_days}")
-        return (first_day - dt.timedelta(days=lookback_days)).isoformat(), before
+        if self.window is PartitionWindow.NONE:
+            return []
+        days = sorted({day - dt.timedelta(days=span_days), day})
+        one = dt.timedelta(days=1)
+        if self.window is PartitionWindow.CURRENT:
+            return [(d, d) for d in days]
+        if self.window is PartitionWindow.AS_OF:
+            return [(d - one, d - one) for d in days]
+        return [(d - dt.timedelta(days=lookback_days), d - one) for d in days]
 
     def create_statement(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for the contract (Parquet, partitioned when it is)."""
@@ -131,9 +141,11 @@ class TableContract:
         ]
 
     def required_partitions(self, ds: str, lookback_days: int, span_days: int = 0) -> list[str]:
-        """Every ``ds`` value this run needs, oldest first."""
-        bounds = self.partition_range(ds, lookback_days, span_days)
-        if bounds is None:
-            return []
-        first, last = (dt.date.fromisoformat(b) for b in bounds)
-        return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        """Every ``ds`` value this run needs, oldest first: the days of its windows
+        (``windows``), and no day between them that none of them reads."""
+        days: set[str] = set()
+        for first, last in self.windows(ds, lookback_days, span_days):
+            days.update(
+                (first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)
+            )
+        return sorted(days)

@@ -102,10 +102,19 @@ def select_columns(
     partition_column: str | None = None,
     first: str | None = None,
     last: str | None = None,
+    values: Iterable[str] | None = None,
 ) -> str:
-    """``SELECT cols FROM table [WHERE first <= part <= last]``."""
+    """``SELECT cols FROM table [WHERE first <= part <= last [AND part IN (values)]]``: with
+    ``values``, only those partitions of the range (the range still bounds the scan for
+    servers that prune partitions by range only)."""
     cols = ", ".join(quote_identifier(c, "column name") for c in columns)
-    return f"SELECT {cols} FROM {table.quoted}{_partition_range(partition_column, first, last)}"
+    where = _partition_range(partition_column, first, last)
+    if values is not None:
+        if not where:
+            raise ValueError("partition values need a partition range")
+        listed = ", ".join(string_literal(v) for v in sorted(set(values)))
+        where += f" AND {quote_identifier(str(partition_column), 'partition column')} IN ({listed})"
+    return f"SELECT {cols} FROM {table.quoted}{where}"
 
 
 def count_rows(

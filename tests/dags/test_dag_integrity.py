@@ -173,7 +173,10 @@ def test_scoring_ds_comes_from_the_param_the_logical_date_or_run_after(dagbag: D
         assert extract.ds == expected
         first = (dt.date.fromisoformat(expected) - dt.timedelta(days=7)).isoformat()
         last = (dt.date.fromisoformat(expected) - dt.timedelta(days=1)).isoformat()
-        assert wait.partitions == {"raw.customers": [last, last], "raw.events": [first, last]}
+        assert wait.partitions == {
+            "raw.customers": [[last, last]],
+            "raw.events": [[first, last]],
+        }
 
 
 def test_training_label_day_is_the_newest_with_complete_labels(dagbag: DagBag) -> None:
@@ -213,7 +216,8 @@ def test_training_label_day_is_the_newest_with_complete_labels(dagbag: DagBag) -
         for task in (wait, extract, features):
             task.render_template_fields(context)  # type: ignore[arg-type]
         assert extract.ds == expected
-        assert wait.partitions["raw.churn_labels"] == [expected, expected]
+        # out_of_time_days 0: the first and the last day are one
+        assert {tuple(r) for r in wait.partitions["raw.churn_labels"]} == {(expected, expected)}
         assert features.arguments[-1].endswith(f"/churn/features/ds={expected}")
 
 
@@ -262,19 +266,21 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
     import airflow.sdk.execution_time.macros as macros
 
     wait.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
+    # the training day (ds - 3) and ds, not the days between
     assert wait.partitions == {
-        "raw.customers": ["2026-02-25", "2026-02-28"],
-        "raw.events": ["2026-02-19", "2026-02-28"],
-        "raw.churn_labels": ["2026-02-26", "2026-03-01"],
+        "raw.customers": [["2026-02-25", "2026-02-25"], ["2026-02-28", "2026-02-28"]],
+        "raw.events": [["2026-02-19", "2026-02-25"], ["2026-02-22", "2026-02-28"]],
+        "raw.churn_labels": [["2026-02-26", "2026-02-26"], ["2026-03-01", "2026-03-01"]],
     }
     # ...which are exactly the partitions the extraction reads for that run
     extract = copy.deepcopy(dag.get_task("extract_snapshot"))
     extract.render_template_fields({**context, "macros": macros})  # type: ignore[arg-type]
     assert (extract.lookback_days, extract.span_days) == ("7", "3")
+    required = {str(t): days for t, days in wait.required().items()}
     for contract in CHURN_SOURCES:
-        bounds = contract.partition_range("2026-03-01", 7, 3)
-        if bounds is not None:
-            assert wait.partitions[str(contract.table)] == list(bounds)
+        if contract.partitioned:
+            expected = contract.required_partitions("2026-03-01", 7, 3)
+            assert required[str(contract.table)] == expected
 
 
 def test_feature_arguments_render_from_the_snapshot_and_lake_root(

@@ -45,9 +45,9 @@ class HiveExtractOperator(BaseOperator):
     :param sources: Table contracts to extract (``mlops_jobs.contracts``).
     :param ds: The run's partition date, ``YYYY-MM-DD``. (templated)
     :param lookback_days: Days of history for tables read with a lookback window. (templated)
-    :param span_days: The run covers every day from ``ds - span_days`` to ``ds`` (a training
-        day and a later day to test on, for example); every table's window starts that much
-        earlier. (templated)
+    :param span_days: The run covers the days ``ds - span_days`` and ``ds`` (a day to train on
+        and a later day to test on, for example): each table's partitions for both days are
+        exported, and none of the days in between that neither reads. (templated)
     :param allow_empty_partitions: Accept required partitions without rows. (templated)
     :param lake_root: Lake root; default from the Variable ``mlops_lake_root`` or
         ``MLOPS_LAKE_ROOT``. (templated)
@@ -172,11 +172,13 @@ class HiveExtractOperator(BaseOperator):
             present = {
                 p.get(contract.partition_column) for p in self.hook.list_partitions(contract.table)
             }
-            per_partition = self.hook.count_by_partition(
+            required = contract.required_partitions(ds, lookback_days, span_days)
+            in_range = self.hook.count_by_partition(
                 contract.table, contract.partition_column, *bounds
             )
+            per_partition = {v: in_range[v] for v in required if v in in_range}
             counts[contract.alias] = per_partition
-            for value in contract.required_partitions(ds, lookback_days, span_days):
+            for value in required:
                 spec = f"{contract.table}/{contract.partition_column}={value}"
                 if value not in present:
                     missing.append(spec)
@@ -206,11 +208,16 @@ class HiveExtractOperator(BaseOperator):
         columns = contract.column_names
         if bounds is not None:
             columns.append(contract.partition_column)
+        required = contract.required_partitions(ds, lookback_days, span_days)
+        every_day = bounds is not None and len(required) == _days_between(*bounds)
+        first, last = bounds or (None, None)
         query = hql.select_columns(
             contract.table,
             columns,
             contract.partition_column if bounds else None,
-            *(bounds or (None, None)),
+            first,
+            last,
+            values=None if bounds is None or every_day else required,
         )
         target = version.child(contract.alias)
         self.hook.export_parquet(query, target.spark)
@@ -218,9 +225,12 @@ class HiveExtractOperator(BaseOperator):
         exported = lake.parquet_rows(target, files)
         hive_rows = sum(expected.values()) if isinstance(expected, dict) else expected
         if exported != hive_rows:
+            where = ""
+            if bounds:
+                where = f" for {contract.partition_column} {bounds[0]}..{bounds[1]}"
+                where += "" if every_day else f" ({len(required)} partitions)"
             raise ReconciliationError(
-                f"{contract.table}: exported {exported} rows but Hive counts {hive_rows}"
-                + (f" for {contract.partition_column} {bounds[0]}..{bounds[1]}" if bounds else "")
+                f"{contract.table}: exported {exported} rows but Hive counts {hive_rows}{where}"
             )
         digests = lake.file_digests(target, files)
         return {
@@ -236,6 +246,11 @@ class HiveExtractOperator(BaseOperator):
             "files": [f.removeprefix(target.path.rstrip("/") + "/") for f in files],
             "content_hash": lake.combine_digests(digests),
         }, digests
+
+
+def _days_between(first: str, last: str) -> int:
+    """Days from ``first`` to ``last``, both included."""
+    return (dt.date.fromisoformat(last) - dt.date.fromisoformat(first)).days + 1
 
 
 def _producer(context: Context) -> dict[str, Any]:

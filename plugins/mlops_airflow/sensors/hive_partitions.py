@@ -32,7 +32,8 @@ class HivePartitionsSensor(BaseSensorOperator):
     the API or ``airflow dags test``) asks for data that should already be there, so it waits
     only ``manual_timeout`` seconds (by default it checks once) and fails naming what is missing.
 
-    :param partitions: ``{"db.table": [first_ds, last_ds]}``, both ends inclusive. (templated)
+    :param partitions: ``{"db.table": [first_ds, last_ds]}``, both ends inclusive, or a list
+        of such ranges per table (``[[first_ds, last_ds], ...]``). (templated)
     :param partition_column: Name of the daily partition column.
     :param hiveserver2_conn_id: Airflow connection to HiveServer2.
     :param manual_timeout: Seconds a manually triggered run waits (0: one check); None waits
@@ -47,7 +48,7 @@ class HivePartitionsSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        partitions: Mapping[str, Sequence[str]],
+        partitions: Mapping[str, Sequence[str] | Sequence[Sequence[str]]],
         partition_column: str = "ds",
         hiveserver2_conn_id: str = HiveWarehouseHook.default_conn_name,
         manual_timeout: float | None = 0,
@@ -70,23 +71,15 @@ class HivePartitionsSensor(BaseSensorOperator):
         try:
             validate_identifier(self.partition_column, "partition column")
             required = {}
-            for name, bounds in self.partitions.items():
-                if len(bounds) != 2:
-                    raise InvalidParameterError(
-                        f"partitions[{name!r}] must be [first_ds, last_ds], got {bounds!r}"
-                    )
-                first, last = (
-                    dt.date.fromisoformat(validate_ds(str(b), f"partition bound of {name}"))
-                    for b in bounds
-                )
-                if last < first:
-                    raise InvalidParameterError(
-                        f"partitions[{name!r}]: last ds {last} is before first ds {first}"
-                    )
-                days = (last - first).days + 1
-                required[TableName.parse(name)] = [
-                    (first + dt.timedelta(days=i)).isoformat() for i in range(days)
-                ]
+            for name, ranges in self.partitions.items():
+                if ranges and all(isinstance(b, str) for b in ranges):
+                    ranges = [ranges]  # type: ignore[list-item]  # one range
+                days: set[str] = set()
+                for bounds in ranges:
+                    days.update(_days(name, bounds))
+                if not days:
+                    raise InvalidParameterError(f"partitions[{name!r}] names no range")
+                required[TableName.parse(name)] = sorted(days)
             return required
         except InvalidIdentifierError as err:
             raise InvalidParameterError(str(err)) from None
@@ -139,6 +132,22 @@ class HivePartitionsSensor(BaseSensorOperator):
             ) from err
 
 
+def _days(name: str, bounds: Any) -> list[str]:
+    """Every day of one ``[first_ds, last_ds]`` range of table ``name``, validated."""
+    if isinstance(bounds, str) or len(bounds) != 2:
+        raise InvalidParameterError(
+            f"partitions[{name!r}] must be [first_ds, last_ds] or a list of them, got {bounds!r}"
+        )
+    first, last = (
+        dt.date.fromisoformat(validate_ds(str(b), f"partition bound of {name}")) for b in bounds
+    )
+    if last < first:
+        raise InvalidParameterError(
+            f"partitions[{name!r}]: last ds {last} is before first ds {first}"
+        )
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
 def describe_missing(missing: Mapping[TableName, Sequence[str]], column: str) -> str:
     """``raw.events (ds=2026-02-27, ds=2026-02-28)``; long lists are shortened."""
     parts = []
@@ -155,27 +164,32 @@ def partition_templates(
     lookback: str = "params.lookback_days",
     ds: str = "ds",
     span: str = "0",
-) -> dict[str, list[str]]:
+) -> dict[str, list[list[str]]]:
     """Templated ``partitions`` for the sources' windows, ending before (or at) the run's ``ds``
-    (as ``TableContract.partition_range`` computes them).
+    (as ``TableContract.windows`` computes them): one range per day the run covers.
 
     :param sources: Table contracts; unpartitioned tables are skipped.
     :param lookback: Jinja expression giving the lookback in days.
     :param ds: Jinja expression giving the run's ``ds``.
-    :param span: Jinja expression giving the run's span in days (each window starts that
-        much earlier).
+    :param span: Jinja expression giving the run's span in days: the run also covers the day
+        that many days before ``ds``.
     """
-    earlier = "" if span.strip() == "0" else f"-({span}) "
+    days = [""] if span.strip() == "0" else [f"-({span})", ""]
 
-    def day(offset: str) -> str:
+    def day(*offsets: str) -> str:
+        offset = " ".join(o for o in offsets if o)
         return f"{{{{ macros.ds_add({ds}, {offset}) }}}}" if offset else f"{{{{ {ds} }}}}"
 
-    ranges = {}
+    ranges: dict[str, list[list[str]]] = {}
     for contract in sources:
-        if contract.window is PartitionWindow.CURRENT:
-            ranges[str(contract.table)] = [day(earlier.strip()), day("")]
-        elif contract.window is PartitionWindow.AS_OF:
-            ranges[str(contract.table)] = [day(f"{earlier}-1"), day("-1")]
-        elif contract.window is PartitionWindow.LOOKBACK:
-            ranges[str(contract.table)] = [day(f"{earlier}-({lookback})"), day("-1")]
+        windows = []
+        for run_day in days:
+            if contract.window is PartitionWindow.CURRENT:
+                windows.append([day(run_day), day(run_day)])
+            elif contract.window is PartitionWindow.AS_OF:
+                windows.append([day(run_day, "-1"), day(run_day, "-1")])
+            elif contract.window is PartitionWindow.LOOKBACK:
+                windows.append([day(run_day, f"-({lookback})"), day(run_day, "-1")])
+        if windows:
+            ranges[str(contract.table)] = windows
     return ranges

@@ -44,6 +44,23 @@ def test_select_with_partition_range() -> None:
     )
 
 
+def test_select_only_some_partitions_of_a_range() -> None:
+    sql = hql.select_columns(
+        TableName("raw", "churn_labels"),
+        ["customer_id"],
+        "ds",
+        "2026-02-22",
+        "2026-03-01",
+        values=["2026-03-01", "2026-02-22"],
+    )
+    assert sql.endswith(
+        "WHERE `ds` >= '2026-02-22' AND `ds` <= '2026-03-01' "
+        "AND `ds` IN ('2026-02-22', '2026-03-01')"
+    )
+    with pytest.raises(ValueError, match="partition range"):
+        hql.select_columns(TableName("raw", "events"), ["id"], values=["2026-03-01"])
+
+
 def test_select_rejects_hostile_column() -> None:
     with pytest.raises(InvalidIdentifierError, match="column name"):
         hql.select_columns(TableName("raw", "events"), ["id FROM x; --"])

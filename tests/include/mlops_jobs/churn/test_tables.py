@@ -19,12 +19,25 @@ def test_labels_read_the_run_ds_and_customers_the_snapshot_as_of_its_cutoff() ->
     assert CUSTOMERS.required_partitions("2026-03-01", 90) == ["2026-02-28"]
 
 
-def test_a_span_starts_every_window_that_many_days_earlier() -> None:
+def test_a_span_reads_the_windows_of_its_first_and_last_day_only() -> None:
     """A run spanning a training day (ds - 7) and ds reads the labels of both and everything
-    the earlier day's features need: its events lookback and its attributes snapshot."""
+    either day's features need (its events lookback and its attributes snapshot), and none of
+    the label or attribute partitions of the days in between."""
     assert CHURN_LABELS.partition_range("2026-03-01", 90, 7) == ("2026-02-22", "2026-03-01")
+    assert CHURN_LABELS.required_partitions("2026-03-01", 90, 7) == ["2026-02-22", "2026-03-01"]
     assert CUSTOMERS.partition_range("2026-03-01", 90, 7) == ("2026-02-21", "2026-02-28")
+    assert CUSTOMERS.required_partitions("2026-03-01", 90, 7) == ["2026-02-21", "2026-02-28"]
     assert EVENTS.partition_range("2026-03-01", 3, 7) == ("2026-02-19", "2026-02-28")
+    assert EVENTS.required_partitions("2026-03-01", 3, 7) == [
+        "2026-02-19",
+        "2026-02-20",
+        "2026-02-21",
+        "2026-02-26",
+        "2026-02-27",
+        "2026-02-28",
+    ]
+    # overlapping lookbacks read every day once
+    assert len(EVENTS.required_partitions("2026-03-01", 90, 7)) == 97
     with pytest.raises(ValueError, match="span_days must not be negative"):
         EVENTS.partition_range("2026-03-01", 3, -1)
 

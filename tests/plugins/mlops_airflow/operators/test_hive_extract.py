@@ -83,6 +83,30 @@ def test_snapshot_is_published_with_reconciled_manifest(
 
 
 @pytest.mark.hive
+def test_a_span_exports_its_first_and_last_day_not_the_days_between(
+    hive_hook: HiveWarehouseHook, lake_root: Path
+) -> None:
+    """Training on ds - 3 and testing on ds reads the labels and attribute snapshots of those
+    two days only, and every day of the events both lookbacks cover."""
+    uri = extract(lake_root, span_days=3)
+    box = Path(lake.locate(uri).path)
+    manifest = lake.read_manifest(uri)
+    assert manifest["span_days"] == 3
+    labels = pq.read_table(box / "churn_labels").to_pandas()
+    assert sorted(set(labels["ds"])) == ["2026-02-26", END]
+    assert sorted(manifest["tables"]["churn_labels"]["partitions"]["rows"]) == ["2026-02-26", END]
+    customers = pq.read_table(box / "customers").to_pandas()
+    assert sorted(set(customers["ds"])) == ["2026-02-25", "2026-02-28"]
+    events = pq.read_table(box / "events").to_pandas()
+    assert events["ds"].min() == "2026-02-12" and events["ds"].max() == "2026-02-28"
+    assert events["ds"].nunique() == LOOKBACK_DAYS + 3
+    hive_labels = hive_hook.count_by_partition(
+        TableName("raw", "churn_labels"), "ds", "2026-02-26", END
+    )
+    assert len(labels) == hive_labels["2026-02-26"] + hive_labels[END] < sum(hive_labels.values())
+
+
+@pytest.mark.hive
 def test_rerun_replaces_only_its_own_snapshot(
     hive_hook: HiveWarehouseHook, lake_root: Path
 ) -> None:

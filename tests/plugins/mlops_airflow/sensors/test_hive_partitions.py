@@ -71,12 +71,31 @@ def test_bad_ranges_are_named(bounds: list[str], message: str) -> None:
 
 def test_partition_templates_follow_the_contract_windows() -> None:
     assert partition_templates(CHURN_SOURCES) == {
-        "raw.customers": ["{{ macros.ds_add(ds, -1) }}", "{{ macros.ds_add(ds, -1) }}"],
+        "raw.customers": [["{{ macros.ds_add(ds, -1) }}", "{{ macros.ds_add(ds, -1) }}"]],
         "raw.events": [
-            "{{ macros.ds_add(ds, -(params.lookback_days)) }}",
-            "{{ macros.ds_add(ds, -1) }}",
+            ["{{ macros.ds_add(ds, -(params.lookback_days)) }}", "{{ macros.ds_add(ds, -1) }}"]
         ],
-        "raw.churn_labels": ["{{ ds }}", "{{ ds }}"],
+        "raw.churn_labels": [["{{ ds }}", "{{ ds }}"]],
+    }
+    # a span: the windows of its first day and of its last
+    assert partition_templates(CHURN_SOURCES, span="params.span")["raw.churn_labels"] == [
+        ["{{ macros.ds_add(ds, -(params.span)) }}", "{{ macros.ds_add(ds, -(params.span)) }}"],
+        ["{{ ds }}", "{{ ds }}"],
+    ]
+
+
+def test_several_ranges_of_one_table_are_required_once() -> None:
+    sensor = HivePartitionsSensor(
+        task_id="wait",
+        partitions={
+            "raw.events": [["2026-02-20", "2026-02-22"], ["2026-02-21", "2026-02-23"]],
+            "raw.churn_labels": [["2026-02-22", "2026-02-22"], [END, END]],
+        },
+    )
+    required = {str(t): days for t, days in sensor.required().items()}
+    assert required == {
+        "raw.events": ["2026-02-20", "2026-02-21", "2026-02-22", "2026-02-23"],
+        "raw.churn_labels": ["2026-02-22", END],
     }
 
 
