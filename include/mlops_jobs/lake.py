@@ -661,20 +661,69 @@ def _setting_int(name: str, default: int, minimum: int) -> int:
 
 
 def _parquet_digest(fs: Any, path: str) -> str:
-    import pandas as pd
     import pyarrow.parquet as pq
 
-    # Batch by batch, so a large export is never held in memory at once. Values are hashed
-    # through pandas rather than as Arrow buffers: the bytes under null slots and past the end
-    # of a validity bitmap are undefined, so buffers of equal data can differ.
+    # Each column is hashed as three streams (null flags, values, value lengths) fed batch by
+    # batch, so the digest depends on the rows and not on how the file splits them into row
+    # groups or pages. Values are read from Arrow's buffers with NULL slots filled first: the
+    # bytes under a NULL are undefined, so equal data could otherwise hash apart.
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         schema = parquet.schema_arrow.remove_metadata()
-        digest = hashlib.sha256(schema.serialize().to_pybytes())
+        streams = [[hashlib.sha256() for _ in range(3)] for _ in schema]
         for batch in parquet.iter_batches(batch_size=65_536):
-            rows = pd.util.hash_pandas_object(batch.to_pandas(), index=False)
-            digest.update(rows.to_numpy().tobytes())
+            for (nulls, values, lengths), column in zip(streams, batch.columns, strict=True):
+                nulls.update(column.is_null().to_numpy(zero_copy_only=False).view("u1"))
+                data, sizes = _column_bytes(column)
+                values.update(data)
+                lengths.update(sizes)
+    digest = hashlib.sha256(schema.serialize().to_pybytes())
+    for column_streams in streams:
+        for stream in column_streams:
+            digest.update(stream.digest())
     return digest.hexdigest()
+
+
+def _column_bytes(column: Any) -> tuple[Any, bytes]:
+    """The values of one Arrow column chunk as bytes defined for every slot (NULLs filled), and
+    for variable-width types the length of each value."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.types as pat
+
+    kind = column.type
+    variable = pat.is_string(kind) or pat.is_binary(kind)
+    wide = pat.is_large_string(kind) or pat.is_large_binary(kind)
+    if column.null_count and (blank := _blank(kind)) is not None:
+        column = pc.fill_null(column, blank)
+    if variable or wide:
+        _, offsets_buffer, data = column.buffers()
+        offsets = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
+        offsets = offsets[column.offset : column.offset + len(column) + 1]
+        values = memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b""
+        return values, np.diff(offsets).astype("<i8").tobytes()
+    array = np.ascontiguousarray(column.to_numpy(zero_copy_only=False))
+    if array.dtype.kind in "biufMm":
+        return array.view("u1"), b""
+    # anything else (decimals, nested values): a stable 64-bit hash of each value's text
+    return pd.util.hash_array(array.astype(str)).tobytes(), b""
+
+
+def _blank(kind: Any) -> Any:
+    """The value NULL slots of an Arrow type are filled with before hashing, or None."""
+    import pyarrow as pa
+    import pyarrow.types as pat
+
+    if pat.is_string(kind) or pat.is_large_string(kind):
+        return pa.scalar("", type=kind)
+    if pat.is_binary(kind) or pat.is_large_binary(kind):
+        return pa.scalar(b"", type=kind)
+    if pat.is_boolean(kind):
+        return pa.scalar(False)
+    if pat.is_integer(kind) or pat.is_floating(kind) or pat.is_timestamp(kind) or pat.is_date(kind):
+        return pa.scalar(0, type=kind)
+    return None
 
 
 def _sha256(fs: Any, path: str) -> str:

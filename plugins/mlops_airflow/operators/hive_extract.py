@@ -169,20 +169,24 @@ class HiveExtractOperator(BaseOperator):
                 if total == 0 and not allow_empty:
                     empty.append(f"{contract.table} (no rows)")
                 continue
-            present = {
-                p.get(contract.partition_column) for p in self.hook.list_partitions(contract.table)
-            }
             required = contract.required_partitions(ds, lookback_days, span_days)
             in_range = self.hook.count_by_partition(
                 contract.table, contract.partition_column, *bounds
             )
             per_partition = {v: in_range[v] for v in required if v in in_range}
             counts[contract.alias] = per_partition
-            for value in required:
+            without_rows = [v for v in required if v not in per_partition]
+            if not without_rows:
+                continue
+            # only now is it worth telling a missing partition from an empty one
+            present = {
+                p.get(contract.partition_column) for p in self.hook.list_partitions(contract.table)
+            }
+            for value in without_rows:
                 spec = f"{contract.table}/{contract.partition_column}={value}"
                 if value not in present:
                     missing.append(spec)
-                elif per_partition.get(value, 0) == 0 and not allow_empty:
+                elif not allow_empty:
                     empty.append(spec)
         if missing:
             raise MissingPartitionError(f"required partitions are missing: {', '.join(missing)}")

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
@@ -311,4 +312,47 @@ def test_parquet_content_hash_covers_data_not_encoding(tmp_path: Path) -> None:
     assert lake.content_hash(location, [snappy]) == lake.content_hash(location, [zstd])
     assert lake.content_hash(location, [snappy]) != lake.content_hash(
         location, [str(tmp_path / "fewer.parquet")]
+    )
+
+
+def test_parquet_content_hash_covers_rows_not_their_layout(tmp_path: Path) -> None:
+    """Row groups and batches split the data anywhere, NULL slots hold any bytes: the hash
+    follows the values alone, and tells apart what only looks alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    location = lake.locate(str(tmp_path))
+    rows = 150_000  # more than one read batch
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "name": pa.array([None if i % 7 == 0 else f"c-{i % 1000}" for i in range(rows)]),
+            "fee": pa.array([None if i % 5 == 0 else i / 4 for i in range(rows)]),
+            "autopay": pa.array([None if i % 3 == 0 else i % 2 == 0 for i in range(rows)]),
+            "day": pa.array([dt.date(2026, 1, 1 + i % 28) for i in range(rows)]),
+            "at": pa.array([dt.datetime(2026, 1, 1, i % 24) for i in range(rows)]),
+        }
+    )
+
+    def digest(data: pa.Table, name: str, **options: Any) -> str:
+        pq.write_table(data, tmp_path / name, **options)
+        return lake.content_hash(location, [str(tmp_path / name)])
+
+    whole = digest(table, "whole.parquet")
+    assert digest(table, "groups.parquet", row_group_size=7_777) == whole
+    assert digest(table, "plain.parquet", use_dictionary=False) == whole
+
+    def changed(column: str, values: list[Any]) -> pa.Table:
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, column, pa.array(values, table.schema.field(column).type))
+
+    names = table.column("name").to_pylist()
+    fees = table.column("fee").to_pylist()
+    blank_name = changed("name", ["" if v is None else v for v in names])
+    zero_fee = changed("fee", [0.0 if v is None else v for v in fees])
+    for i, other in enumerate((blank_name, zero_fee)):
+        assert digest(other, f"other-{i}.parquet") != whole
+    # the same bytes split into other values
+    assert digest(changed("name", ["c-1", "c-2c-", *names[2:]]), "a.parquet") != digest(
+        changed("name", ["c-1c", "-2c-", *names[2:]]), "b.parquet"
     )
