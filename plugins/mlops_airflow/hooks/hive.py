@@ -26,6 +26,9 @@ class HiveWarehouseHook(HiveServer2Hook):
     :param hiveserver2_conn_id: Airflow connection to HiveServer2.
     """
 
+    #: The connection ``session`` shares, while it is open.
+    _shared: Any = None
+
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (``get_records`` drops DESCRIBE's)."""
         self.log.info("Running: %s", sql)
@@ -40,17 +43,44 @@ class HiveWarehouseHook(HiveServer2Hook):
             cursor.execute(sql)
 
     @contextlib.contextmanager
-    def _cursor(self, sql: str) -> Iterator[Any]:
-        """A cursor on a new connection; a refused or broken connection (not an error of the
-        statement) becomes ``HiveServerUnavailableError`` naming the server and the statement."""
+    def session(self) -> Iterator[None]:
+        """Run the statements issued inside on one HiveServer2 session, closed at the end.
+
+        Outside it every statement opens a session of its own, which a Spark Thrift server
+        pays for with a new ``SparkSession`` (a fifth of a second on the local stack); a task
+        that runs several statements opens one. Nested uses share the outer session.
+        """
+        if self._shared is not None:
+            yield
+            return
+        conn = self._connect()
+        self._shared = conn
+        try:
+            yield
+        finally:
+            self._shared = None
+            self._close_session(conn)
+
+    def _connect(self) -> Any:
+        """A new connection (session); a refused one becomes ``HiveServerUnavailableError``."""
         from thrift.transport.TTransport import TTransportException
 
         try:
-            conn = self.get_conn()
+            return self.get_conn()
         except (TTransportException, OSError) as err:
             raise HiveServerUnavailableError(
                 f"HiveServer2 {self._address()} is unreachable: {err}"
             ) from err
+
+    @contextlib.contextmanager
+    def _cursor(self, sql: str) -> Iterator[Any]:
+        """A cursor on the shared session (``session``) or a new connection; a refused or
+        broken connection (not an error of the statement) becomes
+        ``HiveServerUnavailableError`` naming the server and the statement."""
+        from thrift.transport.TTransport import TTransportException
+
+        shared = self._shared
+        conn = shared if shared is not None else self._connect()
         try:
             with contextlib.closing(conn.cursor()) as cursor:
                 yield cursor
@@ -61,7 +91,8 @@ class HiveWarehouseHook(HiveServer2Hook):
                 f"{statement[:120]}{'…' if len(statement) > 120 else ''}: {err}"
             ) from err
         finally:
-            self._close_session(conn)
+            if shared is None:
+                self._close_session(conn)
 
     def _close_session(self, conn: Any) -> None:
         """Close the session; a failure to close is logged, not raised: the statement's work is

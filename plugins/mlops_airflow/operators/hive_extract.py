@@ -107,29 +107,36 @@ class HiveExtractOperator(BaseOperator):
         except lake.LakeError as err:
             raise InvalidParameterError(f"snapshot location: {err}") from None
 
-        self.check_contracts()
-        counts = self.check_partitions(ds, lookback_days, span_days, allow_empty)
-        with lake.publishing(target, root=root) as draft:
-            tables, digests = {}, []
-            for contract in self.sources:
-                tables[contract.alias], table_digests = self.export_table(
-                    contract, ds, lookback_days, span_days, draft.location, counts[contract.alias]
+        # one HiveServer2 session for every statement of the extraction
+        with self.hook.session():
+            self.check_contracts()
+            counts = self.check_partitions(ds, lookback_days, span_days, allow_empty)
+            with lake.publishing(target, root=root) as draft:
+                tables, digests = {}, []
+                for contract in self.sources:
+                    tables[contract.alias], table_digests = self.export_table(
+                        contract,
+                        ds,
+                        lookback_days,
+                        span_days,
+                        draft.location,
+                        counts[contract.alias],
+                    )
+                    digests += table_digests
+                box = draft.commit(
+                    {
+                        # every file was hashed with its table: combined, not read a second time
+                        "content_hash": lake.combine_digests(digests),
+                        "format_version": SNAPSHOT_FORMAT_VERSION,
+                        "dataset": self.dataset,
+                        "ds": ds,
+                        "lookback_days": lookback_days,
+                        "span_days": span_days,
+                        "tables": tables,
+                        "producer": _producer(context),
+                        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    }
                 )
-                digests += table_digests
-            box = draft.commit(
-                {
-                    # every file was hashed with its table: combined, not read a second time
-                    "content_hash": lake.combine_digests(digests),
-                    "format_version": SNAPSHOT_FORMAT_VERSION,
-                    "dataset": self.dataset,
-                    "ds": ds,
-                    "lookback_days": lookback_days,
-                    "span_days": span_days,
-                    "tables": tables,
-                    "producer": _producer(context),
-                    "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                }
-            )
         self.log.info(
             "Published snapshot %s (%s)",
             box.uri,

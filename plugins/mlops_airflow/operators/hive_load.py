@@ -81,19 +81,20 @@ class HivePartitionLoadOperator(BaseOperator):
                 f"source {self.source} holds ds {manifest['ds']}, not the partition {ds}"
             )
         table = self.target.table
-        for database in (table.database, self.staging_database):
-            self.hook.execute(f"CREATE DATABASE IF NOT EXISTS {hql.quote_identifier(database)}")
-        self.hook.execute(self.target.create_statement())
-        problems = self.hook.contract_problems(self.target)
-        if problems:
-            raise SchemaContractError(
-                f"{table} does not match its contract:\n  " + "\n  ".join(problems)
-            )
-        data = box.path(manifest.get("path", "data"))
-        staging = TableName(self.staging_database, f"{table.table}_{ds.replace('-', '_')}")
-        for statement in self.target.load_statements(staging, data.spark, ds):
-            self.hook.execute(statement)
-        counts = self.hook.count_by_partition(table, self.target.partition_column, ds, ds)
+        with self.hook.session():  # one HiveServer2 session for the whole load
+            for database in (table.database, self.staging_database):
+                self.hook.execute(f"CREATE DATABASE IF NOT EXISTS {hql.quote_identifier(database)}")
+            self.hook.execute(self.target.create_statement())
+            problems = self.hook.contract_problems(self.target)
+            if problems:
+                raise SchemaContractError(
+                    f"{table} does not match its contract:\n  " + "\n  ".join(problems)
+                )
+            data = box.path(manifest.get("path", "data"))
+            staging = TableName(self.staging_database, f"{table.table}_{ds.replace('-', '_')}")
+            for statement in self.target.load_statements(staging, data.spark, ds):
+                self.hook.execute(statement)
+            counts = self.hook.count_by_partition(table, self.target.partition_column, ds, ds)
         loaded = counts.get(ds, 0)
         if "rows" in manifest and loaded != int(manifest["rows"]):
             raise ReconciliationError(

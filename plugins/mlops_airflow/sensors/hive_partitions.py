@@ -87,17 +87,19 @@ class HivePartitionsSensor(BaseSensorOperator):
     def missing(self) -> dict[TableName, list[str]]:
         """Required partitions that do not exist yet, per table (a missing table: all of them)."""
         missing = {}
-        for table, values in self.required().items():
-            present: set[str] = set()
-            if self.hook.table_exists(table):
-                present = {
-                    p[self.partition_column]
-                    for p in self.hook.list_partitions(table)
-                    if self.partition_column in p
-                }
-            absent = [v for v in values if v not in present]
-            if absent:
-                missing[table] = absent
+        required = self.required()
+        with self.hook.session():
+            for table, values in required.items():
+                present: set[str] = set()
+                if self.hook.table_exists(table):
+                    present = {
+                        p[self.partition_column]
+                        for p in self.hook.list_partitions(table)
+                        if self.partition_column in p
+                    }
+                absent = [v for v in values if v not in present]
+                if absent:
+                    missing[table] = absent
         return missing
 
     def poke(self, context: Context) -> bool:

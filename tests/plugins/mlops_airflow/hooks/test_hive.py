@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from mlops_airflow.hooks.hive import HiveWarehouseHook
+from mlops_jobs.hql import TableName
 
 
 class Session:
@@ -45,3 +46,25 @@ def test_a_failed_session_close_after_the_statement_is_logged_not_raised(
     assert hook.fetch_all("SELECT COUNT(*) FROM raw.events") == [(3,)]
     assert session.executed == ["SELECT COUNT(*) FROM raw.events"]
     assert "Closing the HiveServer2 session at 127.0.0.1:10999" in capsys.readouterr().out
+
+
+@pytest.mark.hive
+def test_statements_in_a_session_share_one_connection(
+    hive_hook: HiveWarehouseHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Any] = []
+    connect = hive_hook.get_conn
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(hive_hook, "get_conn", counting)
+    events = TableName("raw", "events")
+    with hive_hook.session():
+        with hive_hook.session():  # a nested use shares the outer session
+            assert hive_hook.table_exists(events)
+        assert hive_hook.list_partitions(events)
+    assert len(opened) == 1
+    assert hive_hook.table_exists(events)  # outside a session: a session per statement
+    assert len(opened) > 2
