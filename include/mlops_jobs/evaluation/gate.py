@@ -264,7 +264,10 @@ def markdown_table(evaluation: Mapping[str, Any], decision: GateDecision | None 
     if decision is not None:
         lines.append("")
         lines.append(f"**Gate: {'passed' if decision.passed else 'rejected'}**")
-        lines += [f"- {'✅' if c.passed else '❌'} `{c.name}`: {c.detail}" for c in decision.checks]
+        # Words, not emoji: the UI's fonts (and a log viewer's) may have no emoji glyphs.
+        lines += [
+            f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}" for c in decision.checks
+        ]
     return "\n".join(lines)
 
 

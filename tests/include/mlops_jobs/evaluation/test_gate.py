@@ -79,6 +79,13 @@ def test_markdown_table_shows_every_model_and_check() -> None:
     assert "| roc_auc ↑ | 0.8100 | 0.8000 | 0.7800 |" in table
     assert "| log_loss ↓ | 0.3000 | 0.3100 | 0.3300 |" in table
     assert "**Gate: passed**" in table
+    assert decision.checks
+    for check in decision.checks:
+        assert f"- pass `{check.name}`: {check.detail}" in table
+    rejected = decide(CONFIG, {"roc_auc": 0.5, "log_loss": 0.7}, evaluation["baseline"]["metrics"],
+                      evaluation["champion"]["metrics"])  # fmt: skip
+    assert "**Gate: rejected**" in markdown_table(evaluation, rejected)
+    assert "- **FAIL** `" in markdown_table(evaluation, rejected)
 
 
 def test_binary_metrics_match_their_definitions() -> None:
