@@ -331,6 +331,11 @@ def read_parquet(location: Location) -> Any:
     return pa.concat_tables(tables)
 
 
+#: How ``content_hash`` digests files; committed manifests record it (``content_hash_method``)
+#: so that ``audit`` does not mistake a version hashed by an earlier method for a corrupt one.
+CONTENT_HASH_METHOD = "arrow-columns-1"
+
+
 def content_hash(location: Location, files: list[str] | None = None) -> str:
     """SHA-256 over the sorted digests of the files' contents, independent of file names.
 
@@ -390,6 +395,7 @@ class Draft:
         final = dict(manifest)
         if "content_hash" not in final:  # a writer that hashed its files already gives it
             final["content_hash"] = content_hash(self.location)
+        final["content_hash_method"] = CONTENT_HASH_METHOD
         final["version"] = self.version
         self.location.child(MANIFEST).write_text(json.dumps(final, indent=2, sort_keys=True))
         try:
@@ -469,11 +475,14 @@ class Audit:
         its content hash. Must be empty.
     :param drafts: Versions without a manifest (invisible to readers; a writer at work or one
         that died before its sweep).
+    :param unverified: Committed versions whose content hash an earlier method computed (their
+        manifest names another ``content_hash_method``, or none): not checked.
     """
 
     boxes: int = 0
     problems: list[str] = field(default_factory=list)
     drafts: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
 
 
 def audit(root: str) -> Audit:
@@ -506,7 +515,11 @@ def audit(root: str) -> Audit:
             report.problems.append(str(err))
             continue
         expected = committed.manifest.get("content_hash")
-        if expected is not None and content_hash(committed.location) != expected:
+        if expected is None:
+            continue
+        if committed.manifest.get("content_hash_method") != CONTENT_HASH_METHOD:
+            report.unverified.append(committed.uri)
+        elif content_hash(committed.location) != expected:
             report.problems.append(f"{committed.uri}: data files do not match its content hash")
     return report
 
@@ -688,7 +701,6 @@ def _column_bytes(column: Any) -> tuple[Any, bytes]:
     """The values of one Arrow column chunk as bytes defined for every slot (NULLs filled), and
     for variable-width types the length of each value."""
     import numpy as np
-    import pandas as pd
     import pyarrow.compute as pc
     import pyarrow.types as pat
 
@@ -703,11 +715,14 @@ def _column_bytes(column: Any) -> tuple[Any, bytes]:
         offsets = offsets[column.offset : column.offset + len(column) + 1]
         values = memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b""
         return values, np.diff(offsets).astype("<i8").tobytes()
-    array = np.ascontiguousarray(column.to_numpy(zero_copy_only=False))
-    if array.dtype.kind in "biufMm":
-        return array.view("u1"), b""
-    # anything else (decimals, nested values): a stable 64-bit hash of each value's text
-    return pd.util.hash_array(array.astype(str)).tobytes(), b""
+    if pat.is_primitive(kind):
+        array = np.ascontiguousarray(column.to_numpy(zero_copy_only=False))
+        if array.dtype.kind in "biufMm":
+            return array.view("u1"), b""
+    # anything else (decimals, lists, structs, maps): each value's exact JSON text (floats as
+    # their shortest round-trip repr, decimals and dates as text), and its length
+    texts = [json.dumps(v, default=str).encode() for v in column.to_pylist()]
+    return b"".join(texts), np.array([len(t) for t in texts], "<i8").tobytes()
 
 
 def _blank(kind: Any) -> Any:

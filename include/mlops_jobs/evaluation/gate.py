@@ -266,7 +266,8 @@ def markdown_table(evaluation: Mapping[str, Any], decision: GateDecision | None 
         lines.append(f"**Gate: {'passed' if decision.passed else 'rejected'}**")
         # Words, not emoji: the UI's fonts (and a log viewer's) may have no emoji glyphs.
         lines += [
-            f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}" for c in decision.checks
+            f"- {'pass' if c.passed else '**FAIL**'} `{c.name}`: {c.detail}"
+            for c in decision.checks
         ]
     return "\n".join(lines)
 

@@ -315,6 +315,57 @@ def test_parquet_content_hash_covers_data_not_encoding(tmp_path: Path) -> None:
     )
 
 
+def test_parquet_content_hash_covers_nested_and_decimal_values_exactly(tmp_path: Path) -> None:
+    """Lists, structs and decimals are hashed by their exact values: a long list that differs in
+    one element, or a float that differs in its last digit, hashes apart."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    location = lake.locate(str(tmp_path))
+    long = [float(i) for i in range(2_000)]
+    rows = {
+        "scores": [long, None, [0.1, 0.2]],
+        "where": [{"plan": "basic", "fee": 9.5}, None, {"plan": None, "fee": 1.0}],
+        "amount": [decimal.Decimal("1.10"), None, decimal.Decimal("-3.25")],
+    }
+    schema = pa.schema([("scores", pa.list_(pa.float64())), ("where", pa.struct([("plan",
+        pa.string()), ("fee", pa.float64())])), ("amount", pa.decimal128(9, 2))])  # fmt: skip
+
+    def digest(columns: dict[str, list[Any]], name: str, **options: Any) -> str:
+        pq.write_table(pa.table(columns, schema=schema), tmp_path / name, **options)
+        return lake.content_hash(location, [str(tmp_path / name)])
+
+    whole = digest(rows, "whole.parquet")
+    assert digest(rows, "groups.parquet", row_group_size=1) == whole
+    longer = [*long[:1_500], 1_500.5, *long[1_501:]]
+    nearer = [0.1, 0.2 + 1e-12]
+    for i, (column, value) in enumerate(
+        [("scores", longer), ("scores", nearer), ("amount", decimal.Decimal("1.11"))]
+    ):
+        other = {**rows, column: [value, *rows[column][1:]]}
+        assert digest(other, f"other-{i}.parquet") != whole, column
+
+
+def test_audit_checks_versions_hashed_by_the_current_method_only(root: str) -> None:
+    box = lake.box_uri(root, "churn/snapshots", DS)
+    committed = publish(box, "first", root)
+    assert committed.manifest["content_hash_method"] == lake.CONTENT_HASH_METHOD
+    assert lake.audit(root).problems == []
+    committed.location.child("data", "part-0.txt").write_text("changed")
+    assert lake.audit(root).problems == [
+        f"{committed.uri}: data files do not match its content hash"
+    ]
+    # a version committed before the method was recorded is reported as unverified, not corrupt
+    manifest = committed.location.child(lake.MANIFEST)
+    older = json.loads(manifest.read_text())
+    del older["content_hash_method"]
+    manifest.write_text(json.dumps(older))
+    report = lake.audit(root)
+    assert report.problems == [] and report.unverified == [committed.uri]
+
+
 def test_parquet_content_hash_covers_rows_not_their_layout(tmp_path: Path) -> None:
     """Row groups and batches split the data anywhere, NULL slots hold any bytes: the hash
     follows the values alone, and tells apart what only looks alike."""
