@@ -108,13 +108,21 @@ def select_columns(
     ``values``, only those partitions of the range (the range still bounds the scan for
     servers that prune partitions by range only)."""
     cols = ", ".join(quote_identifier(c, "column name") for c in columns)
-    where = _partition_range(partition_column, first, last)
-    if values is not None:
-        if not where:
-            raise ValueError("partition values need a partition range")
-        listed = ", ".join(string_literal(v) for v in sorted(set(values)))
-        where += f" AND {quote_identifier(str(partition_column), 'partition column')} IN ({listed})"
+    where = _partition_range(partition_column, first, last, values)
     return f"SELECT {cols} FROM {table.quoted}{where}"
+
+
+def count_by_partition(
+    table: TableName,
+    partition_column: str,
+    first: str,
+    last: str,
+    values: Iterable[str] | None = None,
+) -> str:
+    """``SELECT part, COUNT(*)`` per partition of the range (and of ``values``, if given)."""
+    col = quote_identifier(partition_column, "partition column")
+    where = _partition_range(partition_column, first, last, values)
+    return f"SELECT {col}, COUNT(*) FROM {table.quoted}{where} GROUP BY {col}"
 
 
 def count_rows(
@@ -133,12 +141,26 @@ def export_parquet(directory_uri: str, query: str) -> str:
     return f"INSERT OVERWRITE DIRECTORY '{directory_uri}' STORED AS PARQUET {query}"
 
 
-def _partition_range(column: str | None, first: str | None, last: str | None) -> str:
+def _partition_range(
+    column: str | None,
+    first: str | None,
+    last: str | None,
+    values: Iterable[str] | None = None,
+) -> str:
     if column is None:
+        if values is not None:
+            raise ValueError("partition values need a partition range")
         return ""
     col = quote_identifier(column, "partition column")
     if first is None or last is None:
         raise ValueError("a partition range needs both ends")
     if first == last:
-        return f" WHERE {col} = {string_literal(first)}"
-    return f" WHERE {col} >= {string_literal(first)} AND {col} <= {string_literal(last)}"
+        where = f" WHERE {col} = {string_literal(first)}"
+    else:
+        where = f" WHERE {col} >= {string_literal(first)} AND {col} <= {string_literal(last)}"
+    if values is not None:
+        listed = sorted(set(values))
+        if not listed:
+            raise ValueError("an empty list of partition values selects nothing")
+        where += f" AND {col} IN ({', '.join(string_literal(v) for v in listed)})"
+    return where

@@ -166,15 +166,16 @@ class HiveWarehouseHook(HiveServer2Hook):
         return columns
 
     def count_by_partition(
-        self, table: TableName, partition_column: str, first: str, last: str
+        self,
+        table: TableName,
+        partition_column: str,
+        first: str,
+        last: str,
+        values: list[str] | None = None,
     ) -> dict[str, int]:
-        """Row count per partition value between ``first`` and ``last`` (inclusive)."""
-        column = hql.quote_identifier(partition_column, "partition column")
-        sql = (
-            f"SELECT {column}, COUNT(*) FROM {table.quoted}"
-            f" WHERE {column} >= {hql.string_literal(first)}"
-            f" AND {column} <= {hql.string_literal(last)} GROUP BY {column}"
-        )
+        """Row count per partition value between ``first`` and ``last`` (inclusive), of the
+        partitions in ``values`` only when given (partitions without rows are absent)."""
+        sql = hql.count_by_partition(table, partition_column, first, last, values)
         return {str(value): int(count) for value, count in self.fetch_all(sql)}
 
     def count_rows(self, table: TableName) -> int:

@@ -177,8 +177,12 @@ class HiveExtractOperator(BaseOperator):
                     empty.append(f"{contract.table} (no rows)")
                 continue
             required = contract.required_partitions(ds, lookback_days, span_days)
+            every_day = len(required) == _days_between(*bounds)
             in_range = self.hook.count_by_partition(
-                contract.table, contract.partition_column, *bounds
+                contract.table,
+                contract.partition_column,
+                *bounds,
+                values=None if every_day else required,
             )
             per_partition = {v: in_range[v] for v in required if v in in_range}
             counts[contract.alias] = per_partition

@@ -72,8 +72,13 @@ class HivePartitionsSensor(BaseSensorOperator):
             validate_identifier(self.partition_column, "partition column")
             required = {}
             for name, ranges in self.partitions.items():
-                if ranges and all(isinstance(b, str) for b in ranges):
-                    ranges = [ranges]  # type: ignore[list-item]  # one range
+                if not isinstance(ranges, list | tuple):
+                    raise InvalidParameterError(
+                        f"partitions[{name!r}] must be [first_ds, last_ds] or a list of them, "
+                        f"got {ranges!r}"
+                    )
+                if not any(isinstance(b, list | tuple) for b in ranges):
+                    ranges = [ranges]  # one range (str or date ends)
                 days: set[str] = set()
                 for bounds in ranges:
                     days.update(_days(name, bounds))

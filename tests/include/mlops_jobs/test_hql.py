@@ -59,6 +59,18 @@ def test_select_only_some_partitions_of_a_range() -> None:
     )
     with pytest.raises(ValueError, match="partition range"):
         hql.select_columns(TableName("raw", "events"), ["id"], values=["2026-03-01"])
+    with pytest.raises(ValueError, match="empty list of partition values"):
+        hql.select_columns(TableName("raw", "events"), ["id"], "ds", "2026-02-22", "2026-03-01", [])
+
+
+def test_count_only_some_partitions_of_a_range() -> None:
+    table = TableName("raw", "customers")
+    assert hql.count_by_partition(table, "ds", "2026-02-21", "2026-02-28", ["2026-02-21"]) == (
+        "SELECT `ds`, COUNT(*) FROM `raw`.`customers` WHERE `ds` >= '2026-02-21' "
+        "AND `ds` <= '2026-02-28' AND `ds` IN ('2026-02-21') GROUP BY `ds`"
+    )
+    with pytest.raises(InvalidIdentifierError, match="ds"):
+        hql.count_by_partition(table, "ds", "2026-02-21", "2026-02-28", ["2026-02-21' OR 1=1"])
 
 
 def test_select_rejects_hostile_column() -> None:

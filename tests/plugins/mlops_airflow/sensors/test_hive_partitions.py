@@ -61,7 +61,13 @@ def test_hostile_table_name_fails_before_any_statement() -> None:
 
 @pytest.mark.parametrize(
     ("bounds", "message"),
-    [(["2026-03-02", "2026-03-01"], "before first ds"), (["2026-03-01"], r"\[first_ds, last_ds\]")],
+    [
+        (["2026-03-02", "2026-03-01"], "before first ds"),
+        (["2026-03-01"], r"\[first_ds, last_ds\]"),
+        ("2026-03-01", r"\[first_ds, last_ds\]"),
+        ([["2026-03-01", "2026-03-02"], "2026-03-03"], r"\[first_ds, last_ds\]"),
+        (["2026-03-01", "tomorrow"], "tomorrow"),
+    ],
 )
 def test_bad_ranges_are_named(bounds: list[str], message: str) -> None:
     sensor = HivePartitionsSensor(task_id="wait", partitions={"raw.events": bounds})
@@ -82,6 +88,15 @@ def test_partition_templates_follow_the_contract_windows() -> None:
         ["{{ macros.ds_add(ds, -(params.span)) }}", "{{ macros.ds_add(ds, -(params.span)) }}"],
         ["{{ ds }}", "{{ ds }}"],
     ]
+
+
+def test_a_range_of_dates_rendered_as_native_objects_is_one_range() -> None:
+    import datetime as dt
+
+    sensor = HivePartitionsSensor(
+        task_id="wait", partitions={"raw.events": (dt.date(2026, 2, 27), dt.date(2026, 2, 28))}
+    )
+    assert list(sensor.required().values()) == [["2026-02-27", "2026-02-28"]]
 
 
 def test_several_ranges_of_one_table_are_required_once() -> None:
