@@ -43,6 +43,7 @@ class Stack:
     mlflow_url: str
     user: str
     password: str
+    logs: Path
     supervisor: ProcessGroup
     output: list[str]
 
@@ -81,11 +82,13 @@ def stack(airflow_db: None, demo_warehouse: object) -> Iterator[Stack]:
             ready.update(airflow=match[1], user=match[2], password=match[3])
         elif match := re.match(r"MLflow UI\s+(\S+)", line):
             ready["mlflow"] = match[1]
+        elif match := re.match(r"Logs\s+(\S+)", line):
+            ready["logs"] = match[1]
 
     reader = threading.Thread(target=supervisor.stream, args=(on_line,), daemon=True)
     reader.start()
     deadline = time.monotonic() + START_TIMEOUT
-    while "mlflow" not in ready:
+    while "logs" not in ready:
         if supervisor.poll() is not None or time.monotonic() > deadline:
             supervisor.terminate(10)
             pytest.fail("the UI stack did not start:\n" + "\n".join(output[-40:]))
@@ -95,6 +98,7 @@ def stack(airflow_db: None, demo_warehouse: object) -> Iterator[Stack]:
         mlflow_url=ready["mlflow"],
         user=ready["user"],
         password=ready["password"],
+        logs=Path(ready["logs"]),
         supervisor=supervisor,
         output=output,
     )
@@ -139,23 +143,21 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
         time.sleep(2)
 
 
-def wait_until_parked(client: Any, run_id: str, task_id: str) -> None:
-    """Wait until the worker that parked ``task_id`` for input has exited, then one scheduler loop.
+def wait_until_parked(stack: Stack, run_id: str, task_id: str) -> None:
+    """Wait until the scheduler has seen the worker that parked ``task_id`` for input exit.
 
-    Airflow 3.3.2 mistakes an answer that comes before the scheduler has seen that worker exit
+    Airflow 3.3.2 mistakes an answer that comes before the scheduler has processed that exit
     for a state changed externally: it marks the resumed task for retry, and the retry asks again.
     A person is never that fast; a script answering at once is.
     """
-    from airflow_client.client.api import task_instance_api
+    seen = f"TaskInstance Finished: dag_id=churn_training, task_id={task_id}, run_id={run_id}, "
+    log = stack.logs / "scheduler.log"
 
-    pid = (
-        task_instance_api.TaskInstanceApi(client)
-        .get_task_instance("churn_training", run_id, task_id)
-        .pid
-    )
-    if pid is not None:
-        wait_for(f"the worker of {task_id} exits", lambda: not is_running(pid), 60)
-    time.sleep(5)
+    def finished() -> bool:
+        with open(log, errors="replace") as lines:
+            return any(seen in line and "state=awaiting_input" in line for line in lines)
+
+    wait_for(f"the scheduler sees {task_id} of {run_id} park for input", finished, 120)
 
 
 def test_every_component_is_healthy_and_the_printed_login_works(stack: Stack, client: Any) -> None:
@@ -338,7 +340,7 @@ def test_a_person_trains_from_the_trigger_form_and_approves_the_promotion(
     assert state("approve_promotion") == "awaiting_input", [
         (t, state(t)) for t in ("extract_snapshot", "build_features", "train_model")
     ]
-    wait_until_parked(client, run_id, "approve_promotion")
+    wait_until_parked(stack, run_id, "approve_promotion")
     page.goto(f"{stack.airflow_url}/required_actions")
     page.get_by_text(re.compile(r"Promote churn version \d+\?")).first.click()
     approve = page.get_by_role("button", name="Promote")
@@ -440,7 +442,7 @@ def test_a_promotion_is_answered_through_the_rest_api(
     )
     states = task_states(client, run.dag_run_id)
     assert states["approve_promotion"] == "awaiting_input", states
-    wait_until_parked(client, run.dag_run_id, "approve_promotion")
+    wait_until_parked(stack, run.dag_run_id, "approve_promotion")
     assert states["train_model"] == states["promotion_gate"] == "success"
 
     def xcom(task_id: str, key: str) -> Any:
@@ -520,8 +522,7 @@ def test_a_backfill_reproduces_the_original_run(client: Any, unpaused: None) -> 
 
 
 def test_ui_stop_stops_every_process_it_started(stack: Stack) -> None:
-    (logs,) = [line.split(maxsplit=1)[1] for line in stack.output if line.startswith("Logs")]
-    groups = json.loads((Path(logs.strip()) / "ui.json").read_text())["groups"]
+    groups = json.loads((stack.logs / "ui.json").read_text())["groups"]
     assert set(groups) == {"api-server", "scheduler", "dag-processor", "triggerer", "mlflow"}
     stopped = subprocess.run(
         ui_command("stop"), env=dict(os.environ), capture_output=True, text=True, timeout=120
