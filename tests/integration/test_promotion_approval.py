@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -40,7 +41,8 @@ def api(airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     passwords.write_text(json.dumps({REVIEWER: PASSWORD}))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{REVIEWER}:admin")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", uuid.uuid4().hex)
+    # 64 bytes: the API signs its tokens with HMAC-SHA512
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
     from airflow.api_fastapi.app import create_app
 
     with TestClient(create_app()) as client:
