@@ -8,7 +8,8 @@ counts as lost or half-written.
 
 Prints one JSON object: faults injected and survived as specified (cases of ``faults``), bad
 inputs tried and refused (cases of ``hostile``), the count of anything lost or half-written
-(must be 0), drafts left behind (invisible to readers), and the cases that failed.
+(must be 0), drafts left behind (invisible to readers), committed versions whose content hash
+an earlier method computed (not checked), and the cases that failed.
 
 Usage: ``python bench/reliability.py [pytest arguments]``
 """
@@ -85,11 +86,12 @@ def main(argv: list[str]) -> int:
         # every temporary directory of the run (each test's lakes) and the session's lake
         audited = [d for d in (base, session_lake) if d.exists()]
         problems: list[str] = []
-        drafts = 0
+        drafts = unverified = 0
         for root in audited:
             report = lake.audit(lake.normalize(root))
             problems += report.problems
             drafts += len(report.drafts)
+            unverified += len(report.unverified)
     faults, hostile = outcomes.cases("faults"), outcomes.cases("hostile")
     summary = {
         "benchmark": "reliability",
@@ -99,6 +101,7 @@ def main(argv: list[str]) -> int:
         "bad_inputs_refused": outcomes.survived(hostile),
         "lost_or_half_written": len(problems),
         "drafts_left": drafts,
+        "versions_hashed_by_an_earlier_method": unverified,
         "lakes_audited": len(audited),
         "skipped": sorted(outcomes.skipped),
         "failed": sorted(outcomes.failed),
