@@ -179,9 +179,12 @@ def predict_probabilities(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarr
 
 def build_model(features: FeatureSet, config: TrainConfig) -> Any:
     """Normalization (train-split statistics from the manifest) for numeric inputs, a vocabulary
-    lookup and embedding for categorical ones, then a small MLP with dropout."""
+    lookup and embedding for categorical ones, then a small MLP with dropout. Seeds Python's,
+    NumPy's and TensorFlow's generators with ``config.seed`` first, so that the initial weights
+    and the shuffling of a single-process fit are the same on every run."""
     import tf_keras as keras
 
+    keras.utils.set_random_seed(config.seed)
     stats = features.manifest["statistics"]
     inputs, encoded = {}, []
     for name in features.numeric:
