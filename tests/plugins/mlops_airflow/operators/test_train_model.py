@@ -152,6 +152,17 @@ def test_one_and_two_workers_reach_comparable_auc(
     assert abs(one["metrics"]["valid_auc"] - two) < 0.06
 
 
+def test_the_seed_fixes_the_initial_weights(training_features: str) -> None:
+    from mlops_jobs.churn.model import FeatureSet, TrainConfig, build_model, weights_digest
+
+    features = FeatureSet.open(training_features)
+
+    def initial(seed: int) -> str:
+        return weights_digest(build_model(features, TrainConfig.load(overrides={"seed": seed})))
+
+    assert initial(7) == initial(7) != initial(8)
+
+
 def _worker_pids(index: int) -> list[int]:
     import psutil
 
