@@ -37,7 +37,7 @@ its own on ``--port`` (default 10002) that the bench starts and stops, also on e
 the bench database is dropped and the data files removed (the server's log and metastore stay).
 Prints one JSON line per measurement; the last line is one JSON object with everything.
 
-Usage: ``python bench/extract.py [--rows 1000000] [--repeat 3] [--import-repeat 7]``
+Usage: ``python bench/extract.py [--rows 1000000] [--repeat 5] [--import-repeat 7]``
 """
 
 from __future__ import annotations
@@ -529,7 +529,9 @@ def on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench-extract", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of bench.events")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each extraction")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="repetitions of each extraction (median)"
+    )
     parser.add_argument(
         "--import-repeat", type=int, default=7, help="fresh interpreters per DAG file"
     )
