@@ -177,12 +177,8 @@ class HiveExtractOperator(BaseOperator):
                     empty.append(f"{contract.table} (no rows)")
                 continue
             required = contract.required_partitions(ds, lookback_days, span_days)
-            every_day = len(required) == _days_between(*bounds)
             in_range = self.hook.count_by_partition(
-                contract.table,
-                contract.partition_column,
-                *bounds,
-                values=None if every_day else required,
+                contract.table, contract.partition_column, *bounds, values=_listed(required, bounds)
             )
             per_partition = {v: in_range[v] for v in required if v in in_range}
             counts[contract.alias] = per_partition
@@ -224,7 +220,7 @@ class HiveExtractOperator(BaseOperator):
         if bounds is not None:
             columns.append(contract.partition_column)
         required = contract.required_partitions(ds, lookback_days, span_days)
-        every_day = bounds is not None and len(required) == _days_between(*bounds)
+        listed = _listed(required, bounds) if bounds else None
         first, last = bounds or (None, None)
         query = hql.select_columns(
             contract.table,
@@ -232,7 +228,7 @@ class HiveExtractOperator(BaseOperator):
             contract.partition_column if bounds else None,
             first,
             last,
-            values=None if bounds is None or every_day else required,
+            values=listed,
         )
         target = version.child(contract.alias)
         self.hook.export_parquet(query, target.spark)
@@ -243,7 +239,7 @@ class HiveExtractOperator(BaseOperator):
             where = ""
             if bounds:
                 where = f" for {contract.partition_column} {bounds[0]}..{bounds[1]}"
-                where += "" if every_day else f" ({len(required)} partitions)"
+                where += "" if listed is None else f" ({len(listed)} partitions)"
             raise ReconciliationError(
                 f"{contract.table}: exported {exported} rows but Hive counts {hive_rows}{where}"
             )
@@ -263,9 +259,11 @@ class HiveExtractOperator(BaseOperator):
         }, digests
 
 
-def _days_between(first: str, last: str) -> int:
-    """Days from ``first`` to ``last``, both included."""
-    return (dt.date.fromisoformat(last) - dt.date.fromisoformat(first)).days + 1
+def _listed(required: list[str], bounds: tuple[str, str]) -> list[str] | None:
+    """The partitions a query must list besides its range ``bounds``: ``required``, unless they
+    are every day of the range."""
+    first, last = (dt.date.fromisoformat(b) for b in bounds)
+    return None if len(required) == (last - first).days + 1 else required
 
 
 def _producer(context: Context) -> dict[str, Any]:
