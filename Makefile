@@ -100,7 +100,6 @@ typecheck: setup
 	$(LOCAL) mypy
 
 bench: setup
-	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -c requirements.lock -r requirements-bench.txt
 	$(LOCAL) python bench/features.py
 	$(LOCAL) python bench/train.py
 

@@ -1,4 +1,4 @@
-"""Benchmark the extraction stage and the import time of the training DAG, side by side in one run.
+"""Benchmark the extraction stage: the server-side export against the provider's ``get_df``.
 
 Extraction, on one ``raw.events``-shaped Hive table (``bench.events``: the events contract's
 columns plus session, device, app version, country and duration; ``ds`` partitions of 120 days;
@@ -18,47 +18,35 @@ Both outputs are checked against Hive (rows, sums of ``event_id`` and ``duration
 The two methods alternate in each repetition so neither always runs on a warmer server; the
 figures are medians over ``--repeat`` repetitions, and the ratio is get_df time / export time.
 
-DAG import time, each DAG file in fresh interpreters with the local stack's environment: (1)
-``import airflow`` (timed apart); (2) the ``airflow.*`` modules the DAG file names
-(``iter_airflow_imports``, as the processor pre-imports them before forking its parsing child
-when ``parsing_pre_import_modules`` is on); (3) the file executed as the DagBag's importer does
-(``SourceFileLoader`` under ``get_unique_dag_module_name``). Compared between
-``dags/churn_training.py`` and a one-task DAG (``EmptyOperator``), three ways:
-``ratio_churn_training_to_trivial_with_airflow_import`` is (1) + (2) + (3), what a fresh
-interpreter pays for each file (the target's measure); ``ratio_churn_training_to_trivial`` is
-(2) + (3) alone, what the file adds beyond ``import airflow``; ``..._in_processor`` is (2) + (3)
-in an interpreter that first imports ``airflow.dag_processing.processor``, what the processor's
-parsing child (forked from a parent that holds those modules) pays per parse. Both files are
-copied into the bench's directory, so their bytecode caches are written there, and each is
-imported once before the timed repetitions so both run from compiled bytecode.
-
 Everything lives under ``<local root>/bench/extract`` (wiped at the start), with a HiveServer2 of
-its own on ``--port`` (default 10002) that the bench starts and stops, also on error; at the end
-the bench database is dropped and the data files removed (the server's log and metastore stay).
+its own on ``--port`` (default 10002) that the bench starts and stops, also on error, or, with
+``--running-server``, the HiveServer2 already listening on ``--port`` (the test suite's smoke
+size); at the end the bench database is dropped and the data files removed (the server's log and
+metastore stay). Exits 1 when an output does not match Hive's own figures.
 Prints one JSON line per measurement; the last line is one JSON object with everything.
 
-Usage: ``python bench/extract.py [--rows 1000000] [--repeat 5] [--import-repeat 7]``
+Usage: ``python bench/extract.py [--rows 1000000] [--repeat 5] [--port 10002] [--running-server]``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+
+from common import Emit, json_output  # noqa: E402
 
 from mlops_jobs import hql, lake  # noqa: E402
 from mlops_jobs.churn.tables import EVENTS  # noqa: E402
@@ -69,8 +57,6 @@ from mlops_jobs.hql import TableName  # noqa: E402
 from mlops_jobs.localstack.env import hiveserver2_connection_uri, local_root  # noqa: E402
 from mlops_jobs.localstack.hiveserver2 import HiveServer2  # noqa: E402
 
-Emit = Callable[[dict[str, Any]], None]
-
 HOST = "127.0.0.1"
 DATABASE = "bench"
 DAYS = 120
@@ -79,7 +65,6 @@ SNAPSHOT_DS = "2026-03-02"  # the day after the last partition: its lookback cov
 EVENTS_PER_CUSTOMER = 147.0  # measured mean of the demo generator over 120 days
 HIVE_START_TIMEOUT = 900.0
 EXPORT_TARGET_RATIO = 5.0
-IMPORT_TARGET_RATIO = 1.5
 
 BENCH_EVENTS = TableContract(
     alias="events",
@@ -94,58 +79,6 @@ BENCH_EVENTS = TableContract(
     ),
     window=PartitionWindow.LOOKBACK,
 )
-
-TRIVIAL_DAG = '''"""One task, nothing else: the baseline of the import-time benchmark."""
-
-import datetime as dt
-
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG
-
-with DAG(
-    dag_id="bench_trivial",
-    schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
-) as dag:
-    EmptyOperator(task_id="noop")
-'''
-
-IMPORT_PROBE = """
-import importlib, importlib.machinery, importlib.util, json, sys, time
-
-path, mode = sys.argv[1], sys.argv[2]
-started = time.perf_counter()
-import airflow
-if mode == "processor":
-    # What the DAG processor's parsing child inherits from the parent it forks from.
-    import airflow.dag_processing.processor
-airflow_s = time.perf_counter() - started
-
-from airflow.utils.file import get_unique_dag_module_name, iter_airflow_imports
-
-modules = list(iter_airflow_imports(path))
-started = time.perf_counter()
-for module in modules:
-    importlib.import_module(module)
-preimport_s = time.perf_counter() - started
-
-name = get_unique_dag_module_name(path)
-started = time.perf_counter()
-loader = importlib.machinery.SourceFileLoader(name, path)
-spec = importlib.util.spec_from_loader(name, loader)
-dag_module = importlib.util.module_from_spec(spec)
-sys.modules[name] = dag_module
-loader.exec_module(dag_module)
-parse_s = time.perf_counter() - started
-
-from airflow.sdk import DAG
-
-dags = sorted(v.dag_id for v in vars(dag_module).values() if isinstance(v, DAG))
-print(json.dumps({"airflow_import_s": airflow_s, "preimport_s": preimport_s,
-                  "parse_s": parse_s, "dags": dags}))
-"""
-
 
 # -- data ----------------------------------------------------------------------------------
 
@@ -403,123 +336,21 @@ def measure_extraction(work: Path, repeat: int, hive: dict[str, Any], emit: Emit
     return result
 
 
-# -- DAG import time -----------------------------------------------------------------------
-
-
-def import_once(path: Path, mode: str = "fresh") -> dict[str, Any]:
-    """One fresh interpreter importing the DAG file (``IMPORT_PROBE``); its timings. ``mode``
-    ``processor`` first imports what the DAG processor's parsing child already holds."""
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, str(path), mode],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        cwd=path.parent,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"importing {path.name} failed:\n{result.stderr[-3000:]}")
-    timings: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    if not timings["dags"]:
-        raise RuntimeError(f"{path.name} defined no DAG")
-    timings["import_s"] = timings["preimport_s"] + timings["parse_s"]
-    return timings
-
-
-def measure_imports(dag_dir: Path, repeat: int, emit: Emit) -> dict[str, Any]:
-    dag_dir.mkdir(parents=True)
-    files = {
-        "churn_training": dag_dir / "churn_training.py",
-        "trivial": dag_dir / "bench_trivial.py",
-    }
-    shutil.copyfile(ROOT / "dags" / "churn_training.py", files["churn_training"])
-    files["trivial"].write_text(TRIVIAL_DAG)
-    for path in files.values():
-        import_once(path)  # writes the bytecode cache; not timed
-    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in files}
-    in_processor: dict[str, list[dict[str, Any]]] = {name: [] for name in files}
-    for attempt in range(repeat):
-        names = list(files) if attempt % 2 == 0 else list(reversed(files))
-        for name in names:
-            samples[name].append(import_once(files[name]))
-            in_processor[name].append(import_once(files[name], "processor"))
-        emit(
-            {
-                "import_repetition": attempt + 1,
-                **{
-                    f"{name}_{key}": round(samples[name][-1][key], 3)
-                    for name in files
-                    for key in ("import_s", "parse_s", "airflow_import_s")
-                },
-            }
-        )
-
-    def median(name: str, key: str) -> float:
-        return statistics.median(s[key] for s in samples[name])
-
-    churn, trivial = median("churn_training", "import_s"), median("trivial", "import_s")
-    # Both files pay the same ``import airflow``: one median over all interpreters.
-    airflow_s = statistics.median(s["airflow_import_s"] for v in samples.values() for s in v)
-    fresh = (churn + airflow_s) / (trivial + airflow_s)
-    processor = {
-        name: statistics.median(s["import_s"] for s in runs) for name, runs in in_processor.items()
-    }
-    return {
-        "repeat": repeat,
-        "airflow_import_s": round(airflow_s, 3),
-        "churn_training_import_s": round(churn, 3),
-        "trivial_import_s": round(trivial, 3),
-        "churn_training_parse_s": round(median("churn_training", "parse_s"), 3),
-        "trivial_parse_s": round(median("trivial", "parse_s"), 3),
-        "churn_training_import_samples_s": [
-            round(s["import_s"], 3) for s in samples["churn_training"]
-        ],
-        "trivial_import_samples_s": [round(s["import_s"], 3) for s in samples["trivial"]],
-        "churn_training_in_processor_s": round(processor["churn_training"], 3),
-        "trivial_in_processor_s": round(processor["trivial"], 3),
-        # The target's measure: each file imported by a fresh interpreter, as a whole.
-        "ratio_churn_training_to_trivial_with_airflow_import": round(fresh, 2),
-        # Stricter: only what the file adds beyond ``import airflow``, or beyond what the DAG
-        # processor's parsing child already holds.
-        "ratio_churn_training_to_trivial": round(churn / trivial, 2),
-        "ratio_churn_training_to_trivial_in_processor": round(
-            processor["churn_training"] / processor["trivial"], 2
-        ),
-        "target_ratio_below": IMPORT_TARGET_RATIO,
-        "target_met": fresh < IMPORT_TARGET_RATIO,
-    }
-
-
 # -- the run -------------------------------------------------------------------------------
 
 
-def cleanup(server: HiveServer2, work: Path) -> None:
-    """Drop the bench database, stop the server, remove the data files (log and metastore stay)."""
+def cleanup(server: HiveServer2 | None, port: int, work: Path) -> None:
+    """Drop the bench database, stop the bench's own server (``None``: one it did not start),
+    remove the data files (log and metastore stay)."""
     try:
-        if server.pid() is not None and server.port_open():
-            with hive_cursor(HOST, server.port) as cursor:
+        if server is None or (server.pid() is not None and server.port_open()):
+            with hive_cursor(HOST, port) as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS {hql.quote_identifier(DATABASE)} CASCADE")
     finally:
-        server.stop()
-        for name in ("load", "lake", "pulled", "dags", "hive/warehouse"):
+        if server is not None:
+            server.stop()
+        for name in ("load", "lake", "pulled", "hive/warehouse"):
             shutil.rmtree(work / name, ignore_errors=True)
-
-
-def json_output() -> Emit:
-    """Keep the process's stdout for the JSON lines alone and return the function that writes
-    them; everything else written to stdout (the Airflow and pyhive loggers, the server's start
-    message) goes to stderr from now on."""
-    sys.stdout.flush()
-    # The loggers hold on to the stdout they were configured with, so the file descriptor itself
-    # is moved rather than ``sys.stdout``.
-    output = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-
-    def emit(record: dict[str, Any]) -> None:
-        output.write(json.dumps(record) + "\n")
-        output.flush()
-
-    return emit
 
 
 def on_sigterm(signum: int, frame: Any) -> None:
@@ -532,24 +363,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=5, help="repetitions of each extraction (median)"
     )
-    parser.add_argument(
-        "--import-repeat", type=int, default=7, help="fresh interpreters per DAG file"
-    )
     parser.add_argument("--port", type=int, default=10002, help="the bench's own HiveServer2")
+    parser.add_argument(
+        "--running-server",
+        action="store_true",
+        help="use the HiveServer2 already listening on --port instead of starting one",
+    )
     args = parser.parse_args(argv)
-    if args.rows < 1 or args.repeat < 1 or args.import_repeat < 1:
-        parser.error("--rows, --repeat and --import-repeat must be at least 1")
+    if args.rows < 1 or args.repeat < 1:
+        parser.error("--rows and --repeat must be at least 1")
 
     emit = json_output()
     work = local_root() / "bench" / "extract"
-    server = HiveServer2(home=work / "hive", port=args.port)
-    # The hooks and operators of this process (and the import probes) reach the bench server.
+    server = None if args.running_server else HiveServer2(home=work / "hive", port=args.port)
+    # The hooks and operators of this process reach the bench's server.
     os.environ["HIVESERVER2_PORT"] = str(args.port)
     os.environ["AIRFLOW_CONN_HIVESERVER2_DEFAULT"] = hiveserver2_connection_uri(args.port)
     signal.signal(signal.SIGTERM, on_sigterm)
 
     started = time.perf_counter()
-    server.stop()  # one left by a killed run (its pid file is in the directory wiped next)
+    if server is not None:
+        server.stop()  # one left by a killed run (its pid file is in the directory wiped next)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
@@ -557,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         events = make_events(args.rows)
         generate_s = time.perf_counter() - begin
         begin = time.perf_counter()
-        server.start(timeout=HIVE_START_TIMEOUT)
+        if server is not None:
+            server.start(timeout=HIVE_START_TIMEOUT)
         start_s = time.perf_counter() - begin
         begin = time.perf_counter()
         hive = load_table(args.port, events, work / "load")
@@ -565,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         del events
         setup = {
             "generate_s": round(generate_s, 1),
-            "hiveserver2_start_s": round(start_s, 1),
+            "hiveserver2_start_s": round(start_s, 1) if server is not None else None,
             "load_s": round(load_s, 1),
             "table": str(BENCH_EVENTS.table),
             **hive,
@@ -573,20 +408,20 @@ def main(argv: list[str] | None = None) -> int:
         emit({"setup": setup})
         extraction = measure_extraction(work, args.repeat, hive, emit)
         emit({"extraction": extraction})
-        imports = measure_imports(work / "dags", args.import_repeat, emit)
-        emit({"dag_import": imports})
     finally:
-        cleanup(server, work)
+        cleanup(server, args.port, work)
     emit(
         {
             "benchmark": "extract",
             "cores": os.cpu_count(),
             "setup": setup,
             "extraction": extraction,
-            "dag_import": imports,
             "wall_s": round(time.perf_counter() - started, 1),
         }
     )
+    if not extraction["results_match"]:
+        print("extract: an output does not match Hive's own figures", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,12 +12,13 @@ start-up inside them, measured side by side in the same run:
 Needs the local stack (``make bench-pipeline`` starts HiveServer2 and loads the demo first).
 Prints one JSON line per measurement; the last line is one JSON object with everything.
 
-Usage: ``python bench/pipeline.py [--ds 2026-03-01]``
+Usage: ``python bench/pipeline.py [--ds YYYY-MM-DD]`` (default: yesterday, UTC, as ``make run``)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -43,41 +44,61 @@ def dags_test(dag_id: str, ds: str, conf: dict[str, Any] | None = None) -> dict[
     command = ["airflow", "dags", "test", dag_id, ds]
     if conf:
         command += ["-c", json.dumps(conf)]
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     wall, result = timed(command)
     if result.returncode != 0:
         raise SystemExit(f"{dag_id} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    tasks = task_durations(dag_id)
+    run_id = started_run_id(dag_id, ds, started)
+    tasks = task_durations(dag_id, run_id)
     return {
         "dag_id": dag_id,
+        "run_id": run_id,
         "wall_s": round(wall, 1),
         "tasks_s": tasks,
         "dags_test_overhead_s": round(wall - sum(tasks.values()), 1),
     }
 
 
-def task_durations(dag_id: str) -> dict[str, float]:
-    """Durations of the tasks of the DAG's latest run, from Airflow's metadata database."""
-    from airflow.models import DagRun, TaskInstance
+def started_run_id(dag_id: str, ds: str, not_before: dt.datetime) -> str:
+    """The id of the run that ``airflow dags test <dag> <ds>`` started: it replaces any earlier
+    run of that logical date, and its id carries its own start, so a run found here that was
+    created before ``not_before`` is someone else's and fails the benchmark."""
+    from airflow.models import DagRun
     from airflow.utils.session import create_session
 
+    logical_date = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
     with create_session() as session:
         run = (
             session.query(DagRun)
-            .filter(DagRun.dag_id == dag_id)
-            .order_by(DagRun.start_date.desc())
-            .first()
+            .filter(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date)
+            .one_or_none()
         )
-        if run is None:
-            raise SystemExit(f"no run of {dag_id} found")
+        if run is None or run.run_after < not_before:
+            raise SystemExit(f"the run of {dag_id} for {ds} that the benchmark started is missing")
+        return str(run.run_id)
+
+
+def task_durations(dag_id: str, run_id: str) -> dict[str, float]:
+    """Durations of the tasks of the run ``run_id``, from Airflow's metadata database; fails
+    when a task did not run (a stale run read by mistake shows as tasks without durations)."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
         instances = (
             session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
             .all()
         )
+        if not instances:
+            raise SystemExit(f"no task instances of {dag_id} run {run_id} found")
+        ran = [ti for ti in instances if ti.state != "skipped"]
+        missing = sorted(ti.task_id for ti in ran if ti.duration is None)
+        if missing:
+            raise SystemExit(f"{dag_id} run {run_id}: no duration for {', '.join(missing)}")
         return {
-            ti.task_id: round(float(ti.duration or 0.0), 1)
-            for ti in sorted(instances, key=lambda t: t.start_date or run.start_date)
-            if ti.duration is not None
+            ti.task_id: round(float(ti.duration), 1)
+            for ti in sorted(ran, key=lambda t: t.start_date)
         }
 
 
@@ -133,7 +154,9 @@ def startup_share(run: dict[str, Any], spark_s: float, tf_s: float) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench-pipeline", description=__doc__)
-    parser.add_argument("--ds", default="2026-03-01")
+    # the demo's last day, as in `make run` (yesterday, UTC)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    parser.add_argument("--ds", default=yesterday.isoformat())
     args = parser.parse_args(argv)
 
     spark_s = spark_submit_startup()

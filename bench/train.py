@@ -8,7 +8,7 @@
   against the Bayes-optimal AUC of the same test customers, known from the demo generator.
 Prints one JSON line per measurement; the last line is one JSON object with everything.
 
-Usage: ``python bench/train.py [--customers 10000] [--epochs 10]``
+Usage: ``python bench/train.py [--customers 10000] [--epochs 10] [--max-epochs N]``
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ def main() -> int:
     parser.add_argument(
         "--batch", type=int, default=1024, help="per-worker batch for the throughput runs"
     )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        help="epochs of the default-configuration run (default: the training config's)",
+    )
     parser.add_argument("--plain", metavar="FEATURES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
@@ -127,7 +132,7 @@ def main() -> int:
         print(json.dumps({"launcher_1": one}), flush=True)
         two = launcher(features, 2, fixed)
         print(json.dumps({"launcher_2": two}), flush=True)
-        quality = launcher(features, 2, {})
+        quality = launcher(features, 2, {"epochs": args.max_epochs} if args.max_epochs else {})
         print(json.dumps({"default_config_2_workers": quality}), flush=True)
 
         test = lake.read_parquet(lake.open_box(output).path("split=test"))
@@ -159,6 +164,9 @@ def main() -> int:
         "epochs_run_with_early_stopping": quality["epochs"],
     }
     print(json.dumps(summary))
+    if not summary["two_workers_identical_weights"]:
+        print("train: the two workers ended with different weights", file=sys.stderr)
+        return 1
     return 0
 
 

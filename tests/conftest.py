@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEST_ROOT = PROJECT_ROOT / ".local" / "test"
+# ``MLOPS_TEST_ROOT`` moves the stores elsewhere (a suite run inside a test, such as the smoke
+# size of bench/reliability.py, must not touch the outer session's).
+TEST_ROOT = Path(os.environ.get("MLOPS_TEST_ROOT") or PROJECT_ROOT / ".local" / "test")
 TEST_PORT = int(os.environ.get("MLOPS_TEST_HIVESERVER2_PORT", "10001"))
 HIVE_START_TIMEOUT = float(os.environ.get("MLOPS_TEST_HIVE_START_TIMEOUT", "900"))
 
@@ -46,15 +48,7 @@ os.environ.update(
         ),
     }
 )
-# Every session starts from empty stores, so no test depends on what an earlier session left.
-# The Airflow database is copied from a migrated template (``airflow_db``): migrating takes a
-# while, a copy does not.
 AIRFLOW_DB = TEST_ROOT / "airflow" / "airflow.db"
-for store in ("mlflow", "lake"):
-    shutil.rmtree(TEST_ROOT / store, ignore_errors=True)
-AIRFLOW_DB.unlink(missing_ok=True)
-(TEST_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
-(TEST_ROOT / "mlflow").mkdir(parents=True, exist_ok=True)
 
 # The demo warehouse every Hive test reads: small, and fixed so expectations are stable.
 DEMO = {"customers": 150, "days": 100, "end_ds": "2026-03-01", "seed": 11}
@@ -62,6 +56,18 @@ LOOKBACK_DAYS = 14
 
 
 _LAST_HIVE_TEST: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_stores() -> None:
+    """Every session that runs tests starts from empty stores, so no test depends on what an
+    earlier session left (collecting alone changes nothing). The Airflow database is copied
+    from a migrated template (``airflow_db``): migrating takes a while, a copy does not."""
+    for store in ("mlflow", "lake"):
+        shutil.rmtree(TEST_ROOT / store, ignore_errors=True)
+    AIRFLOW_DB.unlink(missing_ok=True)
+    (TEST_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
+    (TEST_ROOT / "mlflow").mkdir(parents=True, exist_ok=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
