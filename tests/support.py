@@ -47,6 +47,11 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
 
+    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value") -> Any:
+        """What this task instance pushed under ``key`` (the only task a fake knows)."""
+        assert task_ids in (None, self.task_id), task_ids
+        return self.xcom.get(key)
+
 
 def write_demo_snapshot(
     lake_root: Path,

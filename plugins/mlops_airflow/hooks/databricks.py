@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
@@ -41,21 +41,6 @@ class DatabricksJobsHook(DatabricksHook):
 
     :param databricks_conn_id: Airflow connection to the Databricks workspace.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._run_pages: dict[int, str] = {}
-
-    def get_run_page_url(self, run_id: int) -> str:
-        """The run's page in the workspace, looked up once per run (``known_run_page_url``
-        then has it without a request)."""
-        if run_id not in self._run_pages:
-            self._run_pages[run_id] = str(super().get_run_page_url(run_id))
-        return self._run_pages[run_id]
-
-    def known_run_page_url(self, run_id: int) -> str | None:
-        """The page of a run this hook has looked up, without a request (None otherwise)."""
-        return self._run_pages.get(run_id)
 
     def upload_job_package(self, wheel: Path, wheel_dir: str) -> str:
         """

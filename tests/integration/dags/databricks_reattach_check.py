@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 from airflow.sdk import DAG
 
+from mlops_airflow.compute.databricks import DatabricksJob
 from mlops_airflow.operators.spark_job import SparkJobOperator
 
 
@@ -14,10 +16,24 @@ class DiesAfterSubmitting(SparkJobOperator):
     """On its first try, fails the way a killed worker leaves a task: after the run was
     submitted and its id stored, before the run ended."""
 
-    def poll_until_complete(self, external_id: Any, context: Any) -> Any:
-        if context["ti"].try_number == 1:
-            raise RuntimeError(f"simulated worker loss while Databricks run {external_id} runs")
-        return super().poll_until_complete(external_id, context)
+    def databricks_job(self) -> DatabricksJob:
+        job = super().databricks_job()
+        submitter = job.submitter
+
+        def dying_submitter(context: Any, arguments: Any) -> DatabricksSubmitRunOperator:
+            submit = submitter(context, arguments)
+            if context["ti"].try_number == 1:
+
+                def lost(external_id: Any, context: Any) -> None:
+                    raise RuntimeError(
+                        f"simulated worker loss while Databricks run {external_id} runs"
+                    )
+
+                submit.poll_until_complete = lost  # type: ignore[method-assign]
+            return submit
+
+        job.submitter = dying_submitter  # type: ignore[method-assign]
+        return job
 
 
 with DAG(

@@ -21,8 +21,9 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from mlops_airflow.compute.databricks import idempotency_token
 from mlops_airflow.exceptions import InvalidParameterError, JobInputError, SparkJobError
-from mlops_airflow.operators.spark_job import SparkJobOperator, idempotency_token
+from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_jobs import lake
 from mlops_jobs.distribution import source_hash
 from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
@@ -78,6 +79,11 @@ def features_args(snapshot: str | Path, output: str | Path) -> list[str]:
     return ["--snapshot", lake.normalize(snapshot), "--output", lake.normalize(output)]
 
 
+def run_specification(op: SparkJobOperator, wheel: str = "x.whl") -> dict[str, Any]:
+    """The ``runs/submit`` request the operator's Databricks backend makes with ``wheel``."""
+    return op.databricks_job().run_specification(context(), op.job_arguments(context()), wheel)
+
+
 def submits(emulator: DatabricksEmulator) -> int:
     return len([p for m, p in emulator.requests if p.endswith("runs/submit")])
 
@@ -107,7 +113,11 @@ def test_local_feature_job_and_databricks_run_publish_identical_output(
     remote_out = lake_root / "remote" / "churn" / "features" / "ds=2026-03-01"
     ti = FakeTI()
     result = operator(
-        "churn-features", *features_args(demo_snapshot, remote_out), backend="databricks"
+        "churn-features",
+        *features_args(demo_snapshot, remote_out),
+        backend="databricks",
+        # DAG params are not the job's: they must not reach the run as named parameters
+        params={"promotion_thresholds": {"floor": 0.7}},
     ).execute(context(ti))
     remote_manifest = lake.read_manifest(remote_out)
     assert result["content_hash"] == remote_manifest["content_hash"]
@@ -119,6 +129,7 @@ def test_local_feature_job_and_databricks_run_publish_identical_output(
     task = run.request["tasks"][0]
     assert task["python_wheel_task"]["entry_point"] == "mlops-job"
     parameters = task["python_wheel_task"]["parameters"]
+    assert "named_parameters" not in task["python_wheel_task"]
     assert parameters[0] == "--result-uri" and parameters[2] == "churn-features"
     assert task["libraries"][0]["whl"].startswith("/Volumes/")
     assert task["libraries"][0]["whl"].endswith(f"+src.{source_hash()}-py3-none-any.whl")
@@ -179,13 +190,13 @@ def test_on_kill_terminates_the_local_process_group(demo_snapshot: str, lake_roo
     op = operator("churn-features", *features_args(demo_snapshot, out), backend="local")
     thread, errors = execute_in_thread(op)
     deadline = time.monotonic() + 120
-    while op._process is None and time.monotonic() < deadline:
+    while op._local is None and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(2)
     op.on_kill()
     thread.join(timeout=120)
     assert not thread.is_alive()
-    assert op._process is not None and op._process.poll() is not None
+    assert op._local is not None and not op._local.running()
     assert errors and isinstance(errors[0], SparkJobError)
     assert not (out / lake.POINTER).exists()
 
@@ -397,32 +408,30 @@ def test_run_specification_carries_settings_and_secret_references(
         params={"promotion_thresholds": {"floor": 0.7}},
     )
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    spec = op.run_specification(context(), "/Volumes/main/mlops/artifacts/wheels/x.whl")
+    spec = run_specification(op, "/Volumes/main/mlops/artifacts/wheels/x.whl")
     env = spec["tasks"][0]["new_cluster"]["spark_env_vars"]
     assert env["MLFLOW_TRACKING_TOKEN"] == "{{secrets/mlops/mlflow-token}}"
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
     with pytest.raises(InvalidParameterError, match="MLFLOW_TRACKING_TOKEN must be a Databricks"):
-        operator(cluster_environment={"MLFLOW_TRACKING_TOKEN": "dapi123"}).run_specification(
-            context(), "x.whl"
-        )
+        run_specification(operator(cluster_environment={"MLFLOW_TRACKING_TOKEN": "dapi123"}))
 
 
 def test_an_existing_cluster_gets_the_settings_as_job_arguments() -> None:
     op = operator(backend="databricks", databricks_cluster={"existing_cluster_id": "0101-abc"})
-    parameters = op.run_specification(context(), "x.whl")["tasks"][0]["python_wheel_task"][
-        "parameters"
-    ]
+    parameters = run_specification(op)["tasks"][0]["python_wheel_task"]["parameters"]
     settings = [parameters[i + 1] for i, p in enumerate(parameters) if p == "--setting"]
     assert any(s.startswith("MLOPS_LAKE_ROOT=") for s in settings)
     assert parameters[parameters.index("version") - 1].startswith("MLFLOW_TRACKING_URI=") or any(
         s.startswith("MLFLOW_TRACKING_URI=") for s in settings
     )
     with pytest.raises(InvalidParameterError, match="existing cluster cannot receive"):
-        operator(
-            backend="databricks",
-            databricks_cluster={"existing_cluster_id": "0101-abc"},
-            cluster_environment={"MLFLOW_TRACKING_TOKEN": "{{secrets/mlops/token}}"},
-        ).run_specification(context(), "x.whl")
+        run_specification(
+            operator(
+                backend="databricks",
+                databricks_cluster={"existing_cluster_id": "0101-abc"},
+                cluster_environment={"MLFLOW_TRACKING_TOKEN": "{{secrets/mlops/token}}"},
+            )
+        )
 
 
 def test_token_and_result_location_are_per_clearing() -> None:
@@ -448,7 +457,7 @@ def test_token_and_result_location_are_per_clearing() -> None:
 def test_bad_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_DATABRICKS_CLUSTER", raising=False)
     with pytest.raises(InvalidParameterError, match="mlops_databricks_cluster"):
-        operator(databricks_cluster=None).run_specification(context(), "dbfs:/x.whl")
+        run_specification(operator(databricks_cluster=None), "dbfs:/x.whl")
     with pytest.raises(InvalidParameterError, match="unknown compute backend 'emr'"):
         operator(backend="emr").execute(context())
     with pytest.raises(InvalidParameterError, match=r"result_uri: .* outside the lake root"):

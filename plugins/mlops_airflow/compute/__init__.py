@@ -1,0 +1,1 @@
+"""Where ``SparkJobOperator`` runs a job: local ``spark-submit`` or a Databricks run."""
