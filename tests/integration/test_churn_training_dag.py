@@ -1,12 +1,15 @@
-"""The lifecycle end to end with `dag.test()` against the test HiveServer2, Spark and MLflow:
-churn_training (extraction, features, 2-worker training, evaluation, gate, promotion), then
-churn_batch_scoring (predictions in the lake and in Hive)."""
+"""The lifecycle end to end against the test HiveServer2, Spark and MLflow: churn_training
+(extraction, features, training, evaluation, gate, promotion), then churn_batch_scoring
+(predictions in the lake and in Hive), under ``airflow dags test`` as ``make run`` runs them;
+and the same DAG on Databricks (the emulator) with ``dag.test()``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from mlops_jobs.hql import TableName
 from tests.conftest import DEMO, TEST_ROOT
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+BENCH = DAGS.parent / "bench" / "pipeline.py"
 END = str(DEMO["end_ds"])
 
 
@@ -30,26 +34,46 @@ def dagbag() -> DagBag:
 
 @pytest.mark.hive
 @pytest.mark.integration
-def test_churn_lifecycle_runs_end_to_end(
-    demo_warehouse: object, airflow_db: None, dagbag: DagBag
-) -> None:
+def test_churn_lifecycle_runs_end_to_end(demo_warehouse: object, airflow_db: None) -> None:
+    """As a user runs it: ``airflow dags test`` of churn_training, then churn_batch_scoring,
+    through ``bench/pipeline.py`` (so this is also the benchmark's smoke size: its figures must
+    be those of the runs it started, and add up)."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
 
-    logical_date = dt.datetime.fromisoformat(f"{END}T00:00:00+00:00")
-    run = dagbag.dags["churn_training"].test(
-        logical_date=logical_date,
-        run_conf={
-            "ds": END,
-            "lookback_days": 90,
-            "epochs": 3,
-            # the 150-customer test demo is too small for the gate to mean anything: the gate's
-            # decisions are tested on their own; here the whole path to @champion runs
-            "force_promote": True,
-            "force_reason": "integration test on the tiny demo",
-        },
+    conf = {
+        "lookback_days": 90,
+        "epochs": 3,
+        "workers": 1,
+        # the 150-customer test demo is too small for the gate to mean anything: the gate's
+        # decisions are tested on their own; here the whole path to @champion runs
+        "force_reason": "integration test on the tiny demo",
+    }
+    bench = subprocess.run(
+        [sys.executable, str(BENCH), "--ds", END, "--conf", json.dumps(conf)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
-    assert run.state == DagRunState.SUCCESS
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert bench.returncode == 0, f"{bench.stdout[-3000:]}\n{bench.stderr[-3000:]}"
+    figures = json.loads(bench.stdout.strip().splitlines()[-1])
+    training, scoring = figures["churn_training"], figures["churn_batch_scoring"]
+    for dag_run in (training, scoring):
+        assert 0 < dag_run["tasks_total_s"] <= dag_run["wall_s"]
+        assert 0 < dag_run["fixed_startup_share"] < 1
+    assert training["tasks_s"]["train_model"] > 0 and scoring["tasks_s"]["score"] > 0
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.run_id == training["run_id"]).one()
+        assert run.state == DagRunState.SUCCESS
+        assert run.conf["force_promote"] is True and run.conf["epochs"] == 3
+        states = {
+            ti.task_id: ti.state
+            for ti in session.query(TaskInstance).filter(
+                TaskInstance.dag_id == "churn_training", TaskInstance.run_id == run.run_id
+            )
+        }
     assert states["promote_model"] == TaskInstanceState.SUCCESS
     assert states["reject_candidate"] == TaskInstanceState.SKIPPED
     assert states["reject_in_review"] == TaskInstanceState.SKIPPED
@@ -73,7 +97,7 @@ def test_churn_lifecycle_runs_end_to_end(
     versions = [
         v
         for v in registry.client.search_model_versions("name = 'churn'")
-        if v.tags.get("airflow.dag_run_id") == run.run_id
+        if v.tags.get("airflow.dag_run_id") == training["run_id"]
     ]
     assert len(versions) == 1 and versions[0].tags["role"] == "candidate"
     version = versions[0]
@@ -87,8 +111,6 @@ def test_churn_lifecycle_runs_end_to_end(
     assert registry.alias_version("churn", "champion") == str(version.version)
 
     # (a re-run replacing the partition, never appending, is tested with the load operator)
-    scored = dagbag.dags["churn_batch_scoring"].test(logical_date=logical_date)
-    assert scored.state == DagRunState.SUCCESS
     predictions = lake.read_manifest(
         Path(os.environ["MLOPS_LAKE_ROOT"]) / "churn" / "predictions" / f"ds={END}"
     )
