@@ -161,3 +161,40 @@ def airflow_db() -> None:
         partial.rename(template)
     else:
         shutil.copyfile(template, AIRFLOW_DB)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One small local SparkSession for the tests that run Spark in-process (transforms, the
+    feature jobs' entry points); its JVM ends with the session."""
+    from mlops_jobs.spark.session import get_spark
+
+    session = get_spark(
+        "tests", {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"}
+    )
+    yield session
+    session.stop()
+    gateway = session.sparkContext._gateway  # type: ignore[attr-defined]
+    if gateway is not None:
+        gateway.shutdown()
+
+
+TRAINING_SPEC = {"customers": 3000, "days": 100, "end_ds": "2026-03-01", "seed": 21}
+
+
+@pytest.fixture(scope="session")
+def training_features(spark: object, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A published feature set big enough for a clear training signal, built once by the
+    feature job's own entry point in this process (the training tests read it, never write)."""
+    from mlops_jobs import lake
+    from mlops_jobs.churn import features
+    from mlops_jobs.demo.generator import DemoSpec
+    from tests.support import write_demo_snapshot
+
+    root = tmp_path_factory.mktemp("training-lake")
+    spec = DemoSpec(**TRAINING_SPEC)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(lake.ROOT_ENV, str(root))
+        snapshot = write_demo_snapshot(root, spec)
+        published = features.run(snapshot, lake.box_uri(str(root), "churn/features", spec.end_ds))
+    return str(published["uri"])

@@ -13,9 +13,7 @@ connections (``tests/plugins/mlops_airflow/operators``).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -34,10 +32,9 @@ from mlops_airflow.operators.hive_extract import HiveExtractOperator
 from mlops_airflow.operators.train_model import TrainModelOperator
 from mlops_jobs import lake
 from mlops_jobs.churn.tables import CHURN_SOURCES
-from mlops_jobs.demo.generator import DemoSpec
 from mlops_jobs.process import ProcessGroup
 from tests.conftest import DEMO, LOOKBACK_DAYS, TEST_PORT
-from tests.support import FakeTI, databricks_emulator, register_version, write_demo_snapshot
+from tests.support import FakeTI, databricks_emulator, register_version
 
 pytestmark = pytest.mark.faults
 
@@ -378,22 +375,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         process.terminate(grace=10)
 
 
-@pytest.fixture(scope="module")
-def tiny_features(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A small published feature set: enough to train one epoch on one worker."""
-    root = tmp_path_factory.mktemp("registration-lake")
-    spec = DemoSpec(customers=600, days=100, end_ds=END, seed=21)
-    snapshot = write_demo_snapshot(root, spec)
-    output = lake.box_uri(str(root), "churn/features", END)
-    subprocess.run(
-        [sys.executable, "-m", "mlops_jobs.cli", "churn-features", "--snapshot", snapshot,
-         "--output", output],
-        check=True, env={**os.environ, lake.ROOT_ENV: str(root)}, capture_output=True,
-        timeout=600,
-    )  # fmt: skip
-    return lake.open_box(output).uri
-
-
 def train_through(
     mlflow_url: str, features: str, ti: FakeTI, model_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
@@ -464,7 +445,7 @@ def test_mlflow_lost_at_registration_fails_retryably_and_the_retry_keeps_the_ver
     store_down: bool,
     client_retries: int,
     mlflow_server: MlflowServer,
-    tiny_features: str,
+    training_features: str,
     registration: tuple[Any, str, FakeTI],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -479,7 +460,7 @@ def test_mlflow_lost_at_registration_fails_retryably_and_the_retry_keeps_the_ver
     )
     try:
         with pytest.raises(SparkJobError) as raised:
-            train_through(proxy.url, tiny_features, ti, model_name, monkeypatch)
+            train_through(proxy.url, training_features, ti, model_name, monkeypatch)
     finally:
         proxy.close()
     assert proxy.cut.is_set() and proxy.matched == 1
@@ -493,7 +474,7 @@ def test_mlflow_lost_at_registration_fails_retryably_and_the_retry_keeps_the_ver
     assert ended == ("RUNNING" if store_down else "FAILED")
 
     ti.try_number = 2  # the retry, with the store reachable
-    result = train_through(mlflow_server.url, tiny_features, ti, model_name, monkeypatch)
+    result = train_through(mlflow_server.url, training_features, ti, model_name, monkeypatch)
     assert result["model_version"] == created[0].version and not result["reused"]
     assert result["mlflow_run_id"] == created[0].run_id
     assert_one_complete_version(registry, model_name, ti, created[0].version, try_number=1)
@@ -501,7 +482,7 @@ def test_mlflow_lost_at_registration_fails_retryably_and_the_retry_keeps_the_ver
 
 def test_a_registration_resent_after_its_answer_was_lost_keeps_the_first_version(
     mlflow_server: MlflowServer,
-    tiny_features: str,
+    training_features: str,
     registration: tuple[Any, str, FakeTI],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -512,7 +493,7 @@ def test_a_registration_resent_after_its_answer_was_lost_keeps_the_first_version
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     proxy = Proxy(mlflow_server.port, REGISTRATION, lose_response=True, once=True)
     try:
-        result = train_through(proxy.url, tiny_features, ti, model_name, monkeypatch)
+        result = train_through(proxy.url, training_features, ti, model_name, monkeypatch)
     finally:
         proxy.close()
     assert proxy.cut.is_set() and proxy.matched == 2  # the creation was sent twice

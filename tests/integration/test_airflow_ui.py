@@ -409,16 +409,24 @@ def lineage(client: Any, run_id: str) -> dict[str, dict[str, Any]]:
     return {str(e.name): dict(e.extra or {}) for e in events.asset_events}
 
 
-REST_RUN: dict[str, str] = {}
-
-
-def test_a_promotion_is_answered_through_the_rest_api(
+def test_a_run_answered_through_the_rest_api_is_reproduced_by_a_backfill(
     stack: Stack, client: Any, unpaused: None
 ) -> None:
     """Trigger with conf, read task states and XComs, reject the promotion through the API:
-    the candidate is recorded as rejected in review and the champion stays."""
-    from airflow_client.client.api import dag_run_api, task_instance_api, x_com_api
-    from airflow_client.client.models import TriggerDAGRunPostBody, UpdateHITLDetailPayload
+    the candidate is recorded as rejected in review and the champion stays. Then a
+    scheduler-run backfill of the day after the demo's last day trains on that last day: the
+    same snapshot and features (content hashes) and the same model version, reused."""
+    from airflow_client.client.api import (
+        backfill_api,
+        dag_run_api,
+        task_instance_api,
+        x_com_api,
+    )
+    from airflow_client.client.models import (
+        BackfillPostBody,
+        TriggerDAGRunPostBody,
+        UpdateHITLDetailPayload,
+    )
     from mlflow import MlflowClient
 
     conf = {
@@ -428,10 +436,10 @@ def test_a_promotion_is_answered_through_the_rest_api(
         "force_promote": True,
         "force_reason": "REST test on the tiny demo",
     }
-    run = dag_run_api.DagRunApi(client).trigger_dag_run(
+    runs = dag_run_api.DagRunApi(client)
+    run = runs.trigger_dag_run(
         "churn_training", TriggerDAGRunPostBody(logical_date=None, conf=conf)
     )
-    REST_RUN["dag_run_id"] = run.dag_run_id
     wait_for(
         "the promotion asks for approval",
         lambda: (
@@ -480,16 +488,6 @@ def test_a_promotion_is_answered_through_the_rest_api(
     rejected = registry.get_model_version(gate["model_name"], str(candidate["model_version"]))
     assert rejected.tags["validation_status"] == "rejected", rejected.tags
 
-
-def test_a_backfill_reproduces_the_original_run(client: Any, unpaused: None) -> None:
-    """A scheduler-run backfill of the day after the demo's last day trains on that last day:
-    the same snapshot and features (content hashes) and the same model version, reused."""
-    from airflow_client.client.api import backfill_api, dag_run_api
-    from airflow_client.client.models import BackfillPostBody
-
-    original = REST_RUN.get("dag_run_id")
-    if original is None:
-        pytest.skip("needs the REST test's run")
     due = dt.datetime.combine(
         dt.date.fromisoformat(str(DEMO["end_ds"])) + dt.timedelta(days=1), dt.time(), dt.UTC
     )
@@ -502,23 +500,22 @@ def test_a_backfill_reproduces_the_original_run(client: Any, unpaused: None) -> 
             max_active_runs=1,
         )
     )
-    runs = dag_run_api.DagRunApi(client)
 
     def backfill_run() -> str | None:
-        for run in runs.get_dag_runs("churn_training", run_type=["backfill"]).dag_runs:
-            if run.logical_date == due:
-                return str(run.dag_run_id)
+        for found in runs.get_dag_runs("churn_training", run_type=["backfill"]).dag_runs:
+            if found.logical_date == due:
+                return str(found.dag_run_id)
         return None
 
     run_id = wait_for(f"backfill {backfill.id} creates its run", backfill_run, START_TIMEOUT)
     assert wait_for("the backfill run ends", run_state(client, run_id), RUN_TIMEOUT) == "success"
-    replayed, first = lineage(client, run_id), lineage(client, original)
+    replayed, first = lineage(client, run_id), lineage(client, run.dag_run_id)
     assert replayed["churn_snapshot"]["ds"] == str(DEMO["end_ds"])
     for asset in ("churn_snapshot", "churn_features"):
         assert replayed[asset]["content_hash"] == first[asset]["content_hash"], asset
-    candidate = replayed["churn_model_candidate"]
-    assert candidate["model_version"] == first["churn_model_candidate"]["model_version"]
-    assert candidate["reused"] is True
+    reused = replayed["churn_model_candidate"]
+    assert reused["model_version"] == first["churn_model_candidate"]["model_version"]
+    assert reused["reused"] is True
 
 
 def test_ui_stop_stops_every_process_it_started(stack: Stack) -> None:
