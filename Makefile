@@ -102,6 +102,7 @@ typecheck: setup
 bench: setup
 	$(LOCAL) python bench/features.py
 	$(LOCAL) python bench/train.py
+	$(LOCAL) python bench/dag_import.py
 
 bench-pipeline: demo-data airflow-init
 	$(LOCAL) python bench/pipeline.py --ds $(DS)
