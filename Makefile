@@ -4,8 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 UV_VERSION := 0.13.8
 # Everything the local stack needs (AIRFLOW_HOME, AIRFLOW_CONN_*, JAVA, lake root) comes from one
-# place: `mlops_jobs.localstack.env`. Commands below run inside that environment.
-LOCAL := PYTHONPATH=include $(VENV)/bin/python -m mlops_jobs.localstack.env exec --
+# place: `mlops_localstack.env`. Commands below run inside that environment.
+LOCAL := PYTHONPATH=include $(VENV)/bin/python -m mlops_localstack.env exec --
 LOCK_STAMP := $(VENV)/.installed-$(shell cat requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 
 DEMO_CUSTOMERS ?= 10000
@@ -53,16 +53,16 @@ compose-config:
 	docker-compose -f docker-compose.yaml --env-file .env.example config -q
 
 hive-start: setup
-	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 start
+	$(LOCAL) python -m mlops_localstack.hiveserver2 start
 
 hive-stop: setup
-	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 stop
+	$(LOCAL) python -m mlops_localstack.hiveserver2 stop
 
 hive-status: setup
-	$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 status
+	$(LOCAL) python -m mlops_localstack.hiveserver2 status
 
 demo-data: hive-start
-	$(LOCAL) python -m mlops_jobs.demo.warehouse --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-ds $(DS)
+	$(LOCAL) python -m mlops_localstack.demo.warehouse --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-ds $(DS)
 
 airflow-init: setup
 	$(LOCAL) airflow db migrate >/dev/null
@@ -78,7 +78,7 @@ run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS) -c '$(BOOTSTRAP_CONF)'
 	$(LOCAL) airflow dags test churn_training $(DS) -c '{"ds": "$(DS)"}'
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
-	$(LOCAL) python -m mlops_jobs.localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
+	$(LOCAL) python -m mlops_localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
 
 # Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded).
 browser:
@@ -118,11 +118,11 @@ bench-reliability: setup
 # Airflow's UI, scheduler, DAG processor and triggerer and the MLflow UI on the local stack (the
 # state `make run` leaves); Ctrl-C or `make ui-stop` stops everything it started.
 ui: hive-start airflow-init
-	$(LOCAL) python -m mlops_jobs.localstack.ui start
+	$(LOCAL) python -m mlops_localstack.ui start
 
 ui-stop: setup
-	$(LOCAL) python -m mlops_jobs.localstack.ui stop
+	$(LOCAL) python -m mlops_localstack.ui stop
 
 clean:
-	-$(LOCAL) python -m mlops_jobs.localstack.hiveserver2 stop
+	-$(LOCAL) python -m mlops_localstack.hiveserver2 stop
 	rm -rf .local

@@ -2,7 +2,7 @@
 
 Extraction, on one ``raw.events``-shaped Hive table (``bench.events``: the events contract's
 columns plus session, device, app version, country and duration; ``ds`` partitions of 120 days;
-``--rows`` rows made from ``mlops_jobs.demo.generator``, loaded through Parquet and
+``--rows`` rows made from ``mlops_localstack.demo.generator``, loaded through Parquet and
 ``TableContract.load_statements`` as the demo warehouse is):
 
 - ``export``: ``HiveExtractOperator.execute`` for the whole table, the task as it runs in
@@ -51,11 +51,11 @@ from common import Emit, json_output  # noqa: E402
 from mlops_jobs import hql, lake  # noqa: E402
 from mlops_jobs.churn.tables import EVENTS  # noqa: E402
 from mlops_jobs.contracts import PartitionWindow, TableContract  # noqa: E402
-from mlops_jobs.demo.generator import DemoSpec, generate  # noqa: E402
-from mlops_jobs.demo.warehouse import arrow_schema, hive_cursor  # noqa: E402
 from mlops_jobs.hql import TableName  # noqa: E402
-from mlops_jobs.localstack.env import hiveserver2_connection_uri, local_root  # noqa: E402
-from mlops_jobs.localstack.hiveserver2 import HiveServer2  # noqa: E402
+from mlops_localstack.demo.generator import DemoSpec, generate  # noqa: E402
+from mlops_localstack.demo.warehouse import arrow_schema, hive_cursor  # noqa: E402
+from mlops_localstack.env import hiveserver2_connection_uri, local_root  # noqa: E402
+from mlops_localstack.hiveserver2 import HiveServer2  # noqa: E402
 
 HOST = "127.0.0.1"
 DATABASE = "bench"

@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
 from mlops_jobs import lake  # noqa: E402
 from mlops_jobs.churn.features import FeatureConfig, build_churn_features  # noqa: E402
-from mlops_jobs.demo.generator import DemoSpec  # noqa: E402
+from mlops_localstack.demo.generator import DemoSpec  # noqa: E402
 
 DAYS = 120
 EVENTS_PER_CUSTOMER = 147.0  # measured mean of the demo generator over 120 days

@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from mlops_jobs import lake  # noqa: E402
-from mlops_jobs.demo.generator import DemoSpec, bayes_auc, generate  # noqa: E402
+from mlops_localstack.demo.generator import DemoSpec, bayes_auc, generate  # noqa: E402
 
 
 def plain_fit(features: str, epochs: int, batch: int) -> dict[str, Any]:

@@ -81,14 +81,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Stop the test HiveServer2 (a 2 GB JVM) once no later test needs it."""
     if _LAST_HIVE_TEST and item.nodeid == _LAST_HIVE_TEST[0]:
-        from mlops_jobs.localstack.hiveserver2 import HiveServer2
+        from mlops_localstack.hiveserver2 import HiveServer2
 
         HiveServer2(home=TEST_ROOT / "hive", port=TEST_PORT).stop()
 
 
 @pytest.fixture(scope="session")
 def hiveserver2() -> Iterator[object]:
-    from mlops_jobs.localstack.hiveserver2 import HiveServer2
+    from mlops_localstack.hiveserver2 import HiveServer2
 
     server = HiveServer2(home=TEST_ROOT / "hive", port=TEST_PORT)
     server.stop()
@@ -103,8 +103,8 @@ def hiveserver2() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def demo_warehouse(hiveserver2: object) -> dict[str, object]:
     """The demo tables loaded once per session; returns the generator's summary."""
-    from mlops_jobs.demo.generator import DemoSpec
-    from mlops_jobs.demo.warehouse import load_warehouse
+    from mlops_localstack.demo.generator import DemoSpec
+    from mlops_localstack.demo.warehouse import load_warehouse
 
     spec = DemoSpec(**DEMO)  # type: ignore[arg-type]
     summary = load_warehouse(spec, "127.0.0.1", TEST_PORT, TEST_ROOT)
@@ -124,7 +124,7 @@ SNAPSHOT_SPEC = {"customers": 150, "days": 100, "end_ds": "2026-03-01", "seed": 
 @pytest.fixture(scope="session")
 def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small published snapshot (no HiveServer2 needed) for the feature job tests."""
-    from mlops_jobs.demo.generator import DemoSpec
+    from mlops_localstack.demo.generator import DemoSpec
     from tests.support import write_demo_snapshot
 
     root = tmp_path_factory.mktemp("snapshot-lake")
@@ -188,7 +188,7 @@ def training_features(spark: object, tmp_path_factory: pytest.TempPathFactory) -
     feature job's own entry point in this process (the training tests read it, never write)."""
     from mlops_jobs import lake
     from mlops_jobs.churn import features
-    from mlops_jobs.demo.generator import DemoSpec
+    from mlops_localstack.demo.generator import DemoSpec
     from tests.support import write_demo_snapshot
 
     root = tmp_path_factory.mktemp("training-lake")

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 
 from mlops_jobs import lake
 from mlops_jobs.churn.tables import CHURN_SOURCES
-from mlops_jobs.demo.generator import DemoSpec, generate
-from mlops_jobs.demo.warehouse import arrow_schema
-from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+from mlops_localstack.databricks_emulator import DatabricksEmulator
+from mlops_localstack.demo.generator import DemoSpec, generate
+from mlops_localstack.demo.warehouse import arrow_schema
 
 
 @contextlib.contextmanager

@@ -338,7 +338,7 @@ def test_demo_data_is_loaded_through_hive_before_the_scheduler_starts() -> None:
         "service_completed_successfully"
     )
     words = command_words(demo)
-    assert words[:3] == ["python", "-m", "mlops_jobs.demo.warehouse"]
+    assert words[:3] == ["python", "-m", "mlops_localstack.demo.warehouse"]
     assert option(words, "--host") == "hive" and option(words, "--port") == "10000"
     # The size comes from .env, with a default.
     for flag, variable in (

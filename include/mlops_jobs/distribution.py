@@ -28,8 +28,6 @@ PACKAGE = "mlops_jobs"
 BASE_VERSION = "0.1.0"
 ENTRY_POINT = "mlops-job"
 SHIPPED_SUFFIXES = frozenset({".py", ".json", ".sql", ".hql"})
-# Sub-packages of the local stack; pyproject.toml excludes them from the wheel too.
-LOCAL_ONLY_PACKAGES = frozenset({"localstack", "demo"})
 BUILD_TIMEOUT_SECONDS = 300
 # Zip timestamps of 1980-01-01 make the same sources give the same wheel bytes.
 _SOURCE_DATE_EPOCH = "315532800"
@@ -52,11 +50,7 @@ def project_file() -> Path:
 
 
 def _is_shipped(relative: Path) -> bool:
-    return (
-        relative.suffix in SHIPPED_SUFFIXES
-        and "__pycache__" not in relative.parts
-        and relative.parts[0] not in LOCAL_ONLY_PACKAGES
-    )
+    return relative.suffix in SHIPPED_SUFFIXES and "__pycache__" not in relative.parts
 
 
 def source_files() -> list[Path]:

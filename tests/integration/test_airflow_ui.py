@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 def ui_command(action: str) -> list[str]:
-    return [sys.executable, "-m", "mlops_jobs.localstack.ui", action]
+    return [sys.executable, "-m", "mlops_localstack.ui", action]
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
     of the emulator's DBFS directory, as the cluster does through its FUSE mount."""
     from airflow.utils.state import DagRunState
 
-    from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+    from mlops_localstack.databricks_emulator import DatabricksEmulator
 
     # Secret-looking credentials: the Databricks token and an MLflow token must never be
     # written anywhere (logs, XCom, the run's request, MLflow, manifests).

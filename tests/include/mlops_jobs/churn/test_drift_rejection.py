@@ -16,9 +16,9 @@ from mlops_jobs.churn import features as feature_job
 from mlops_jobs.churn.evaluate import EvaluateRequest
 from mlops_jobs.churn.evaluate import run as evaluate
 from mlops_jobs.churn.model import FeatureSet, predict_probabilities
-from mlops_jobs.demo.generator import DemoSpec
 from mlops_jobs.evaluation.gate import GateConfig, decide
 from mlops_jobs.evaluation.metrics import binary_metrics
+from mlops_localstack.demo.generator import DemoSpec
 from tests.support import fit_and_register, write_demo_snapshot
 
 DAY_BEFORE, DRIFT_DAY = "2026-02-28", "2026-03-01"

@@ -20,7 +20,7 @@ from mlops_jobs.churn.features import OUT_OF_TIME
 from mlops_jobs.churn.model import FeatureSet, predict_probabilities
 from mlops_jobs.churn.score import ScoreRequest, ScoringError
 from mlops_jobs.churn.score import run as score
-from mlops_jobs.demo.generator import DemoSpec
+from mlops_localstack.demo.generator import DemoSpec
 from tests.support import fit_and_register, write_demo_snapshot
 
 SPEC = DemoSpec(customers=1500, days=100, end_ds="2026-03-01", seed=31)

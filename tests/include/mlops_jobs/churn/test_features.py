@@ -13,7 +13,7 @@ from mlops_jobs.churn.features import (
     FeatureConfigError,
     build_churn_features,
 )
-from mlops_jobs.demo.generator import DemoSpec, generate
+from mlops_localstack.demo.generator import DemoSpec, generate
 
 CONFIG = FeatureConfig.load()
 DS = "2026-03-01"

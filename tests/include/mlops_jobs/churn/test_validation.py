@@ -13,7 +13,6 @@ import pytest
 
 from mlops_jobs import lake
 from mlops_jobs.churn import features as churn_features
-from mlops_jobs.demo.generator import DemoSpec
 from mlops_jobs.validation import (
     DRIFT_TOP_VALUES,
     OTHER_BIN,
@@ -26,6 +25,7 @@ from mlops_jobs.validation import (
     population_stability,
     top_values,
 )
+from mlops_localstack.demo.generator import DemoSpec
 from tests.support import write_demo_snapshot
 
 SPEC = DemoSpec(customers=150, days=100, end_ds="2026-03-01", seed=5)

@@ -13,7 +13,7 @@ import pytest
 from mlops_airflow.exceptions import InvalidParameterError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
 from mlops_jobs.distribution import ENTRY_POINT, PACKAGE, build_wheel, source_hash
-from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
+from mlops_localstack.databricks_emulator import DatabricksEmulator, HttpFault
 from tests.support import databricks_emulator
 
 WHEEL_DIR = "/Volumes/main/mlops/artifacts/wheels"

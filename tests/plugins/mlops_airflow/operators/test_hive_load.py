@@ -15,8 +15,8 @@ from mlops_airflow.operators.hive_load import HivePartitionLoadOperator
 from mlops_jobs import lake
 from mlops_jobs.churn.tables import CHURN_PREDICTIONS
 from mlops_jobs.contracts import PartitionWindow, TableContract
-from mlops_jobs.demo.warehouse import arrow_schema
 from mlops_jobs.hql import TableName
+from mlops_localstack.demo.warehouse import arrow_schema
 
 
 def predictions_box(lake_root: Path, ds: str, customers: range, version: str = "1") -> str:

@@ -26,7 +26,7 @@ from mlops_airflow.exceptions import InvalidParameterError, JobInputError, Spark
 from mlops_airflow.operators.spark_job import SparkJobOperator
 from mlops_jobs import lake
 from mlops_jobs.distribution import source_hash
-from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator, HttpFault
+from mlops_localstack.databricks_emulator import DatabricksEmulator, HttpFault
 from tests.support import FakeTI, databricks_emulator
 
 CLUSTER = {"new_cluster": {"spark_version": "16.4.x-scala2.12", "num_workers": 1}}

@@ -2,7 +2,7 @@
 candidate with its evaluation and promotion decision; then the registry's aliases, the latest
 predictions and where to look further.
 
-Usage: ``python -m mlops_jobs.localstack.summary --ds 2026-02-28 --ds 2026-03-01``
+Usage: ``python -m mlops_localstack.summary --ds 2026-02-28 --ds 2026-03-01``
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from mlops_jobs import lake
-from mlops_jobs.localstack.env import hiveserver2_port, local_root
 from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+from mlops_localstack.env import hiveserver2_port, local_root
 
 MODEL = check_model_name(os.environ.get("MLOPS_MODEL_NAME", "").strip() or REGISTERED_MODEL)
 

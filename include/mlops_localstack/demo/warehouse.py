@@ -5,7 +5,7 @@ table and copied into the real tables with one ``INSERT OVERWRITE ... PARTITION 
 so partitions are replaced whole and re-running with the same arguments changes nothing. The true
 churn probabilities go to ``<local root>/demo/truth/`` and never into Hive.
 
-Usage: ``python -m mlops_jobs.demo.warehouse --customers 2000 --days 120 --end-ds 2026-03-01``
+Usage: ``python -m mlops_localstack.demo.warehouse --customers 2000 --days 120 --end-ds 2026-03-01``
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from mlops_jobs.churn.tables import CHURN_SOURCES
 from mlops_jobs.contracts import TableContract
-from mlops_jobs.demo.generator import DemoData, DemoSpec, bayes_auc, generate
 from mlops_jobs.hql import TableName, quote_identifier
 from mlops_jobs.lake import path_uri
-from mlops_jobs.localstack.env import hiveserver2_port, local_root
+from mlops_localstack.demo.generator import DemoData, DemoSpec, bayes_auc, generate
+from mlops_localstack.env import hiveserver2_port, local_root
 
 STAGING_DATABASE = "demo_staging"
 _ARROW_TYPES = {

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_jobs.demo.generator import (
+from mlops_localstack.demo.generator import (
     ACTIVITY_DAYS,
     SPEND_DAYS,
     SUPPORT_DAYS,

@@ -34,7 +34,7 @@ SUCCESS/FAILED/CANCELED, or INTERNAL_ERROR) and really execute, as on a job clus
 Faults can be injected (``faults``): HTTP error responses for the next N matching requests, a
 run that fails, an internal error, a slow start that leaves time to cancel.
 
-Usage: ``python -m mlops_jobs.localstack.databricks_emulator --port 8765`` then
+Usage: ``python -m mlops_localstack.databricks_emulator --port 8765`` then
 ``AIRFLOW_CONN_DATABRICKS_DEFAULT='{"conn_type": "databricks", "host": "127.0.0.1",
 "port": 8765, "schema": "http", "password": "dapi-local"}'``.
 """
@@ -964,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
         help="install libraries from the DBFS root, as Runtime 14 and older do",
     )
     args = parser.parse_args(argv)
-    from mlops_jobs.localstack.env import local_root
+    from mlops_localstack.env import local_root
 
     emulator = DatabricksEmulator(
         args.root or local_root() / "databricks",

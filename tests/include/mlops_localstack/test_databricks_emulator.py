@@ -21,7 +21,7 @@ from airflow.providers.databricks.hooks.databricks import DatabricksHook
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import AlreadyExists, BadRequest, NotFound
 
-from mlops_jobs.localstack.databricks_emulator import DatabricksEmulator
+from mlops_localstack.databricks_emulator import DatabricksEmulator
 from tests.support import databricks_emulator
 
 VOLUME = "/Volumes/main/mlops/artifacts"

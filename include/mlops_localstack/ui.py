@@ -8,8 +8,8 @@ stops every group it started on Ctrl-C, on SIGTERM (``stop``, from another shell
 component exits. Its pid and its components' are kept in ``<local root>/ui/ui.json``, so ``stop``
 also cleans up after a supervisor that was killed.
 
-Usage: ``python -m mlops_jobs.localstack.ui start | stop | status`` inside the local environment
-(``mlops_jobs.localstack.env exec``); ``make ui`` and ``make ui-stop``.
+Usage: ``python -m mlops_localstack.ui start | stop | status`` inside the local environment
+(``mlops_localstack.env exec``); ``make ui`` and ``make ui-stop``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mlops_jobs.localstack.env import local_root
 from mlops_jobs.process import ProcessGroup, is_running, terminate_group
+from mlops_localstack.env import local_root
 
 DEFAULT_AIRFLOW_PORT = 8080
 DEFAULT_MLFLOW_PORT = 5000

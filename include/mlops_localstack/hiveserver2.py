@@ -5,7 +5,7 @@ The server binds to 127.0.0.1 only, keeps an embedded Derby metastore and the wa
 server already runs; ``stop`` only signals the process recorded in the pid file, and only when
 that process is our Thrift server.
 
-Usage: ``python -m mlops_jobs.localstack.hiveserver2 start|stop|status [--timeout SECONDS]``
+Usage: ``python -m mlops_localstack.hiveserver2 start|stop|status [--timeout SECONDS]``
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_jobs.localstack.env import hiveserver2_port, local_root
 from mlops_jobs.process import ProcessGroup, is_running, terminate_group
+from mlops_localstack.env import hiveserver2_port, local_root
 
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 DEFAULT_START_TIMEOUT = 600.0

@@ -4,8 +4,8 @@ Everything that differs between the embedded local stack and production is a var
 (connections as ``AIRFLOW_CONN_*``, the lake root, the Airflow home). A variable already set in
 the caller's environment wins, so any of them can be overridden per command.
 
-Usage: ``python -m mlops_jobs.localstack.env exec -- airflow dags test churn_training 2026-03-01``
-or ``python -m mlops_jobs.localstack.env show``.
+Usage: ``python -m mlops_localstack.env exec -- airflow dags test churn_training 2026-03-01``
+or ``python -m mlops_localstack.env show``.
 """
 
 from __future__ import annotations
