@@ -6,7 +6,7 @@ matrix at the operating threshold, the per-segment table (CSV and Markdown) and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,17 @@ import pandas as pd
 COLOURS = {"candidate": "#1f77b4", "champion": "#2ca02c", "baseline": "#7f7f7f"}
 
 
-def _figure() -> tuple[Any, Any]:
+def _figure(models: Iterable[str] = ()) -> tuple[Any, Any]:
+    """A figure whose curves take each model's colour in turn (``models``, in plot order)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(6, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    if models:
+        ax.set_prop_cycle(color=[COLOURS.get(m, "#d62728") for m in models])
+    return fig, ax
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -43,13 +47,11 @@ def _both_classes(labels: np.ndarray, ax: Any) -> bool:
 
 
 def roc_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Path) -> Path:
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
-    fig, ax = _figure()
+    fig, ax = _figure(predictions)
     for name, probs in predictions.items() if _both_classes(labels, ax) else ():
-        fpr, tpr, _ = roc_curve(labels, probs)
-        auc = roc_auc_score(labels, probs)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", color=COLOURS.get(name))
+        RocCurveDisplay.from_predictions(labels, probs, name=name, ax=ax)
     ax.plot([0, 1], [0, 1], linestyle=":", color="black", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
     if ax.get_legend_handles_labels()[0]:
@@ -58,13 +60,11 @@ def roc_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Pa
 
 
 def pr_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Path) -> Path:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    fig, ax = _figure()
+    fig, ax = _figure(predictions)
     for name, probs in predictions.items() if _both_classes(labels, ax) else ():
-        precision, recall, _ = precision_recall_curve(labels, probs)
-        ap = average_precision_score(labels, probs)
-        ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})", color=COLOURS.get(name))
+        PrecisionRecallDisplay.from_predictions(labels, probs, name=name, ax=ax)
     ax.axhline(float(np.mean(labels)), linestyle=":", color="black", linewidth=0.8)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
     if ax.get_legend_handles_labels()[0]:
@@ -75,13 +75,13 @@ def pr_plot(labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Pat
 def calibration_plot(
     labels: np.ndarray, predictions: Mapping[str, np.ndarray], path: Path, bins: int = 10
 ) -> Path:
-    from sklearn.calibration import calibration_curve
+    from sklearn.calibration import CalibrationDisplay
 
-    fig, ax = _figure()
+    fig, ax = _figure(predictions)
     for name, probs in predictions.items():
-        observed, predicted = calibration_curve(labels, probs, n_bins=bins, strategy="quantile")
-        ax.plot(predicted, observed, marker="o", label=name, color=COLOURS.get(name))
-    ax.plot([0, 1], [0, 1], linestyle=":", color="black", linewidth=0.8)
+        CalibrationDisplay.from_predictions(
+            labels, probs, n_bins=bins, strategy="quantile", name=name, ax=ax
+        )
     ax.set(
         xlabel="mean predicted probability",
         ylabel="observed churn rate",
@@ -92,16 +92,19 @@ def calibration_plot(
 
 
 def confusion_plot(labels: np.ndarray, probs: np.ndarray, threshold: float, path: Path) -> Path:
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    matrix = confusion_matrix(labels, (probs >= threshold).astype(int), labels=[0, 1])
     fig, ax = _figure()
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        colour = "white" if count > matrix.max() / 2 else "black"
-        ax.text(j, i, f"{count:,}", ha="center", va="center", color=colour, fontsize=14)
-    ax.set_xticks([0, 1], ["stays", "churns"])
-    ax.set_yticks([0, 1], ["stays", "churns"])
+    ConfusionMatrixDisplay.from_predictions(
+        labels,
+        (probs >= threshold).astype(int),
+        labels=[0, 1],
+        display_labels=["stays", "churns"],
+        cmap="Blues",
+        colorbar=False,
+        values_format=",d",
+        ax=ax,
+    )
     ax.set(
         xlabel="predicted",
         ylabel="actual",
@@ -119,21 +122,10 @@ def segments_markdown(table: pd.DataFrame, metric: str = "roc_auc") -> str:
     )
     sizes = table.groupby(["segment", "value"])[["rows", "positives"]].first()
     models = [m for m in ("candidate", "champion", "baseline") if m in wide.columns]
-    lines = [
-        "| segment | value | rows | churners | "
-        + " | ".join(f"{m} {metric}" for m in models)
-        + " |",
-        "|---|---|---:|---:|" + "---:|" * len(models),
-    ]
-    for (segment, value), row in wide.iterrows():
-        size = sizes.loc[(segment, value)]
-        cells = ["nan" if pd.isna(row[m]) else f"{row[m]:.4f}" for m in models]
-        lines.append(
-            f"| {segment} | {value} | {int(size['rows'])} | {int(size['positives'])} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return "\n".join(lines)
+    frame = sizes.rename(columns={"positives": "churners"}).join(
+        wide[models].rename(columns={m: f"{m} {metric}" for m in models})
+    )
+    return str(frame.reset_index().to_markdown(index=False, floatfmt=".4f"))
 
 
 def write_report(
