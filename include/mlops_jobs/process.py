@@ -14,11 +14,13 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_TAIL_LINES = 40
@@ -156,24 +158,25 @@ def terminate_group(pid: int, grace: float, interval: float = 0.5) -> None:
     """
 
     def exited(seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while is_running(pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(interval)
-        return True
+        # polled: the leader is another process's child, so this one cannot wait for it
+        still_running = Retrying(
+            retry=retry_if_result(bool),
+            stop=stop_after_delay(seconds),
+            wait=wait_fixed(interval),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+        )
+        return not still_running(is_running, pid)
 
     _terminate(pid, grace, exited)
 
 
 def is_running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    """Whether process ``pid`` exists and is not a zombie (a zombie has exited; only its
+    parent's wait is missing, which may never come)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    # A zombie has exited; only its parent's wait is missing, which may never come.
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _terminate(pgid: int, grace: float, exited: Callable[[float], bool]) -> None:

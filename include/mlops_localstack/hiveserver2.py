@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from mlops_jobs.process import ProcessGroup, is_running, terminate_group
 from mlops_localstack.env import hiveserver2_port, local_root
 
@@ -107,8 +109,8 @@ class HiveServer2:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except FileNotFoundError:
+            cmdline = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
             return None
         if THRIFT_SERVER_CLASS not in cmdline or str(self.metastore) not in cmdline:
             return None
