@@ -15,6 +15,7 @@ import fsspec
 import pytest
 
 from mlops_jobs import lake
+from mlops_jobs.lake import publish as publish_module
 
 DS = "2026-03-01"
 
@@ -91,7 +92,7 @@ def test_a_crash_at_any_point_leaves_the_previous_version_readable(
 
     monkeypatch.setattr(lake.Location, "write_text", crash_on)
     location = lake.locate(box)
-    draft = lake.Draft(box=location, location=location.child(lake._new_version()))
+    draft = lake.Draft(box=location, location=location.child(publish_module._new_version()))
     draft.location.child("data", "part-0.txt").write_text("new")
     if crash_point != "data":
         with pytest.raises(KeyboardInterrupt):
@@ -106,7 +107,7 @@ def test_a_crash_at_any_point_leaves_the_previous_version_readable(
 def test_a_slow_writer_is_not_swept_by_a_faster_one(root: str) -> None:
     box = lake.box_uri(root, "churn/features", DS)
     location = lake.locate(box)
-    slow = lake.Draft(box=location, location=location.child(lake._new_version()))
+    slow = lake.Draft(box=location, location=location.child(publish_module._new_version()))
     slow.location.child("data", "part-0.txt").write_text("slow")
     publish(box, "fast", root)  # started later, committed first, then swept
     assert slow.location.child("data", "part-0.txt").exists()
@@ -149,7 +150,7 @@ def test_fresh_drafts_of_a_concurrent_writer_are_not_swept(root: str) -> None:
     box = lake.box_uri(root, "churn/features", DS)
     location = lake.locate(box)
     publish(box, "one", root)
-    draft = lake.Draft(box=location, location=location.child(lake._new_version()))
+    draft = lake.Draft(box=location, location=location.child(publish_module._new_version()))
     draft.location.child("data", "part-0.txt").write_text("in progress")
     assert lake.sweep(location) == []
     draft.commit({"payload": "late"})
@@ -165,19 +166,19 @@ def test_old_job_results_expire_and_fresh_ones_stay(
     old.write_text("{}")
     fresh.write_text("{}")
     # Three days on, both are younger than the default seven days.
-    now = lake._now()
-    monkeypatch.setattr(lake, "_now", lambda: now + dt.timedelta(days=3))
+    now = publish_module._now()
+    monkeypatch.setattr(publish_module, "_now", lambda: now + dt.timedelta(days=3))
     assert lake.expire(results) == []
     monkeypatch.setenv(lake.RESULTS_KEEP_ENV, "2")
     left = [old.path, fresh.path]
     if root.startswith("/"):  # the local disk can backdate a file: only that one goes
         long_ago = (now - dt.timedelta(days=10)).timestamp()
         os.utime(old.path, (long_ago, long_ago))
-        monkeypatch.setattr(lake, "_now", lambda: now)
+        monkeypatch.setattr(publish_module, "_now", lambda: now)
         assert lake.expire(results) == [old.path]
         assert not old.exists() and fresh.exists()
         left = [fresh.path]
-    monkeypatch.setattr(lake, "_now", lambda: now + dt.timedelta(days=3))
+    monkeypatch.setattr(publish_module, "_now", lambda: now + dt.timedelta(days=3))
     assert sorted(lake.expire(results)) == left
     assert not old.exists() and not fresh.exists()
     assert lake.expire(lake.locate(lake.join(root, "_results", "no_such_dag"))) == []
