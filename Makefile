@@ -72,11 +72,11 @@ airflow-init: setup
 # the gate would reject it (recorded as overridden, with the reason), so scoring has a model.
 # Each training run names its label day (Param ds); the logical date alone would train on the
 # day before it (the newest day whose labels are complete when a run is due).
-BOOTSTRAP_CONF := {"ds": "$(PREVIOUS_DS)", "force_promote": true, "force_reason": "bootstrap: first champion of the demo"}
+BOOTSTRAP_CONF := {"label_ds": "$(PREVIOUS_DS)", "force_promote": true, "force_reason": "bootstrap: first champion of the demo"}
 
 run: demo-data airflow-init
 	$(LOCAL) airflow dags test churn_training $(PREVIOUS_DS) -c '$(BOOTSTRAP_CONF)'
-	$(LOCAL) airflow dags test churn_training $(DS) -c '{"ds": "$(DS)"}'
+	$(LOCAL) airflow dags test churn_training $(DS) -c '{"label_ds": "$(DS)"}'
 	$(LOCAL) airflow dags test churn_batch_scoring $(DS)
 	$(LOCAL) python -m mlops_localstack.summary --ds $(PREVIOUS_DS) --ds $(DS)
 

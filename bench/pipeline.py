@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ds,
             # retrain: a version trained on the same inputs would otherwise be reused
             {
-                "ds": args.ds,
+                "label_ds": args.ds,
                 "force_promote": True,
                 "force_reason": "benchmark",
                 "retrain": True,

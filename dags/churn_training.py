@@ -1,7 +1,9 @@
 """
 ### Churn training
 
-Trains the churn model for one day (`ds`) from the Hive warehouse:
+Trains the churn model for one label day (`label_ds`, written `ds` below: the Param of that
+name, or the newest day whose labels are complete; not the logical date `{{ ds }}`) from the
+Hive warehouse:
 
 The model trains on the labels of `ds - out_of_time_days` (a train/valid/test split by
 customer) and is also tested on the labels of `ds` itself, for the customers of the test split:
@@ -84,7 +86,7 @@ from mlops_jobs.contracts import DEFAULT_LOOKBACK_DAYS
 
 #: The label day of the run (``complete_label_ds``), a Jinja expression.
 BACKEND = "{{ params.compute_backend or '' }}"
-DS = "complete_label_ds(dag_run, params.ds, params.label_horizon_days)"
+LABEL_DS = "complete_label_ds(dag_run, params.label_ds, params.label_horizon_days)"
 DATA, TRAINING, PROMOTION = "Data", "Training", "Promotion"
 
 with DAG(
@@ -106,7 +108,7 @@ with DAG(
         "on_failure_callback": task_failed_alert(),
     },
     params={
-        "ds": Param(
+        "label_ds": Param(
             None,
             type=["null", "string"],
             format="date",
@@ -274,7 +276,9 @@ with DAG(
         wait_for_partitions = HivePartitionsSensor(
             task_id="wait_for_partitions",
             doc_md="Waits for the Hive partitions the run needs; a manual run checks once.",
-            partitions=partition_templates(CHURN_SOURCES, ds=DS, span="params.out_of_time_days"),
+            partitions=partition_templates(
+                CHURN_SOURCES, ds=LABEL_DS, span="params.out_of_time_days"
+            ),
             mode="reschedule",
             poke_interval=300,
             timeout=6 * 3600,
@@ -289,7 +293,7 @@ with DAG(
             sources=CHURN_SOURCES,
             inlets=[hive_asset(contract) for contract in CHURN_SOURCES],
             dataset="churn/snapshots",
-            ds=f"{{{{ {DS} }}}}",
+            ds=f"{{{{ {LABEL_DS} }}}}",
             lookback_days="{{ params.lookback_days }}",
             span_days="{{ params.out_of_time_days }}",
             allow_empty_partitions="{{ params.allow_empty_partitions }}",
@@ -313,7 +317,7 @@ with DAG(
                 "--snapshot",
                 "{{ ti.xcom_pull(task_ids='extract_snapshot') }}",
                 "--output",
-                f"{{{{ lake_uri('churn', 'features', 'ds=' ~ {DS}) }}}}",
+                f"{{{{ lake_uri('churn', 'features', 'ds=' ~ {LABEL_DS}) }}}}",
             ],
             outlets=[CHURN_FEATURES],
             execution_timeout=dt.timedelta(hours=2),

@@ -204,7 +204,11 @@ def test_training_label_day_is_the_newest_with_complete_labels(dagbag: DagBag) -
         ({}, Run(midnight, "backfill"), "2026-03-01"),
         ({}, Run(afternoon, "manual"), "2026-03-01"),
         ({"label_horizon_days": 2}, Run(midnight, "scheduled"), "2026-02-27"),
-        ({"ds": "2026-02-20", "label_horizon_days": 2}, Run(midnight, "manual"), "2026-02-20"),
+        (
+            {"label_ds": "2026-02-20", "label_horizon_days": 2},
+            Run(midnight, "manual"),
+            "2026-02-20",
+        ),
     ):
         context = {
             "params": {**base, **params}, "dag_run": run, "macros": macros, "ti": TI(),
@@ -233,9 +237,9 @@ def test_training_params_are_typed_grouped_and_refuse_bad_values(dagbag: DagBag)
         assert schemas[name]["section"] == "Training"
     assert schemas["compute_backend"]["enum"] == [None, "local", "databricks"]
     params = copy.deepcopy(dag.params)
-    params.update({"ds": "2026-03-01", "epochs": 5, "learning_rate": 0.01, "batch_size": 128})
+    params.update({"label_ds": "2026-03-01", "epochs": 5, "learning_rate": 0.01, "batch_size": 128})
     params.validate()
-    for name, value in (("epochs", 0), ("learning_rate", 1.5), ("ds", "March 1st")):
+    for name, value in (("epochs", 0), ("learning_rate", 1.5), ("label_ds", "March 1st")):
         with pytest.raises(ParamValidationError, match=name):
             copy.deepcopy(dag.params)[name] = value
 
@@ -255,7 +259,7 @@ def test_sensor_and_extract_read_the_same_window(dagbag: DagBag) -> None:
     assert dag is not None
     wait = copy.deepcopy(dag.get_task("wait_for_partitions"))
     params = {
-        "ds": "2026-03-01",
+        "label_ds": "2026-03-01",
         "label_horizon_days": 0,
         "lookback_days": 7,
         "out_of_time_days": 3,
@@ -295,7 +299,7 @@ def test_feature_arguments_render_from_the_snapshot_and_lake_root(
         def xcom_pull(self, task_ids: str) -> str:
             return f"file:///lake/{task_ids}"
 
-    params = {"ds": "2026-03-01", "label_horizon_days": 0, "compute_backend": None}
+    params = {"label_ds": "2026-03-01", "label_horizon_days": 0, "compute_backend": None}
     task.render_template_fields(
         {"params": params, "dag_run": None, "ti": TI(), **dag.user_defined_macros}  # type: ignore[arg-type]
     )

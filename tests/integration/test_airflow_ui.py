@@ -199,7 +199,7 @@ def test_an_invalid_conf_is_refused_and_no_run_starts(client: Any) -> None:
 
     runs = dag_run_api.DagRunApi(client)
     before = runs.get_dag_runs("churn_training").total_entries
-    for conf, named in (({"epochs": 0}, "epochs"), ({"ds": "2026-13-45"}, "ds")):
+    for conf, named in (({"epochs": 0}, "epochs"), ({"label_ds": "2026-13-45"}, "label_ds")):
         with pytest.raises(ApiException) as refused:
             runs.trigger_dag_run(
                 "churn_training", TriggerDAGRunPostBody(logical_date=None, conf=conf)
@@ -296,7 +296,7 @@ def test_a_person_trains_from_the_trigger_form_and_approves_the_promotion(
         raise AssertionError(page.locator("body").inner_text()[-2000:]) from None
     trigger = form.get_by_role("button", name="Trigger")
     form.get_by_role("button", name="Data").click()
-    form.locator("input[name=element_ds]").fill(str(DEMO["end_ds"]))
+    form.locator("input[name=element_label_ds]").fill(str(DEMO["end_ds"]))
     form.get_by_role("button", name="Training").click()
     workers = form.locator("input[name=element_workers]")
     workers.fill("")  # a required field left empty: refused in the form
@@ -430,7 +430,7 @@ def test_a_run_answered_through_the_rest_api_is_reproduced_by_a_backfill(
     from mlflow import MlflowClient
 
     conf = {
-        "ds": str(DEMO["end_ds"]),
+        "label_ds": str(DEMO["end_ds"]),
         **SMALL_TRAINING,
         "require_approval": True,
         "force_promote": True,

@@ -195,7 +195,7 @@ def test_churn_training_runs_on_databricks_with_the_lake_on_dbfs(
         run = dagbag.dags["churn_training"].test(
             logical_date=logical_date,
             run_conf={
-                "ds": END,
+                "label_ds": END,
                 "lookback_days": 90,
                 "workers": 1,
                 "epochs": 2,
