@@ -191,7 +191,8 @@ def add_instance_arguments(parser: argparse.ArgumentParser, task_id: str) -> Non
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--model-name``: the registered model, checked before any work (a bad name exits 2)."""
-    from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+    from mlops_jobs.churn import MODEL_NAME
+    from mlops_jobs.training.tracking import check_model_name
 
     def model_name(value: str) -> str:
         try:
@@ -202,7 +203,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-name",
         type=model_name,
-        default=REGISTERED_MODEL,
+        default=MODEL_NAME,
         help="registered model: name, or catalog.schema.name in a Unity Catalog registry",
     )
 

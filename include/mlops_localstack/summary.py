@@ -15,10 +15,11 @@ import sys
 from typing import Any
 
 from mlops_jobs import lake
-from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+from mlops_jobs.churn import MODEL_NAME
+from mlops_jobs.training.tracking import check_model_name
 from mlops_localstack.env import hiveserver2_port, local_root
 
-MODEL = check_model_name(os.environ.get("MLOPS_MODEL_NAME", "").strip() or REGISTERED_MODEL)
+MODEL = check_model_name(os.environ.get("MLOPS_MODEL_NAME", "").strip() or MODEL_NAME)
 
 
 def _auc(value: Any) -> str:

@@ -41,10 +41,11 @@ def resolve_model_name(explicit: object = None) -> str:
     """The registered model: ``explicit``, else the Variable ``mlops_model_name``, else
     ``MLOPS_MODEL_NAME``, else ``churn``; ``catalog.schema.model`` in a Unity Catalog registry.
     An invalid name is an error naming it."""
-    from mlops_jobs.training.tracking import REGISTERED_MODEL, check_model_name
+    from mlops_jobs.churn import MODEL_NAME
+    from mlops_jobs.training.tracking import check_model_name
 
     # A Variable typed into the UI easily carries a trailing newline.
-    name = str(explicit or setting(MODEL_NAME_VARIABLE, MODEL_NAME_ENV, REGISTERED_MODEL)).strip()
+    name = str(explicit or setting(MODEL_NAME_VARIABLE, MODEL_NAME_ENV, MODEL_NAME)).strip()
     try:
         return check_model_name(name)
     except ValueError as err:

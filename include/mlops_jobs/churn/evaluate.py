@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_jobs.churn import MODEL_NAME, PROMOTION_CONFIG
 from mlops_jobs.churn.features import OUT_OF_TIME
 from mlops_jobs.churn.model import FeatureSet, predict_probabilities
 from mlops_jobs.evaluation.gate import GateConfig, markdown_table
@@ -39,7 +40,7 @@ class EvaluationError(ValueError):
 class EvaluateRequest:
     features: str
     candidate_version: str
-    registered_model: str = tracking.REGISTERED_MODEL
+    registered_model: str = MODEL_NAME
     thresholds: dict[str, Any] = field(default_factory=dict)
     dag_id: str = "adhoc"
     dag_run_id: str = "adhoc"
@@ -116,7 +117,9 @@ def run(request: EvaluateRequest) -> dict[str, Any]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    config = GateConfig.load(overrides=request.thresholds)  # bad thresholds fail before any work
+    config = GateConfig.load(
+        PROMOTION_CONFIG, overrides=request.thresholds
+    )  # bad thresholds fail before any work
     features = FeatureSet.open(request.features)
     client = mlflow.MlflowClient()
     name = request.registered_model

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_jobs import lake
+from mlops_jobs.churn import MODEL_NAME, PROMOTION_CONFIG
 from mlops_jobs.churn.tables import CHURN_PREDICTIONS
 from mlops_jobs.training import tracking
 
@@ -35,7 +36,7 @@ class ScoringError(ValueError):
 class ScoreRequest:
     features: str
     output: str
-    registered_model: str = tracking.REGISTERED_MODEL
+    registered_model: str = MODEL_NAME
     alias: str = "champion"
     threshold: float | None = None
 
@@ -88,7 +89,9 @@ def run(request: ScoreRequest) -> dict[str, Any]:
     from mlops_jobs.evaluation.gate import GateConfig
 
     threshold = (
-        GateConfig.load().operating_threshold if request.threshold is None else request.threshold
+        GateConfig.load(PROMOTION_CONFIG).operating_threshold
+        if request.threshold is None
+        else request.threshold
     )
     if not 0.0 < threshold < 1.0:
         raise ScoringError(f"threshold must lie in (0, 1), got {threshold}")

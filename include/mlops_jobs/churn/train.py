@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlops_jobs.churn import MODEL_NAME
 from mlops_jobs.churn.model import FeatureSet, TrainConfig
 from mlops_jobs.training import tracking
 from mlops_jobs.training.launcher import LaunchError, WorkerSpec, launch
@@ -51,7 +52,7 @@ class TrainRequest:
     map_index: int = -1
     try_number: int = 1
     timeout_seconds: float = 1800.0
-    registered_model: str = tracking.REGISTERED_MODEL
+    registered_model: str = MODEL_NAME
     retrain: bool = False
 
 

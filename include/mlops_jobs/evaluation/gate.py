@@ -23,7 +23,6 @@ from typing import Any
 
 from mlops_jobs.evaluation.metrics import GREATER_IS_BETTER
 
-CONFIG_PATH = Path(__file__).resolve().parents[1] / "churn" / "promotion_config.json"
 TABLE_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier_score", "precision", "recall")
 
 
@@ -43,10 +42,9 @@ class GateConfig:
     segments: tuple[str, ...] = ("plan", "region")
 
     @classmethod
-    def load(
-        cls, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
-    ) -> GateConfig:
-        raw = json.loads(Path(path or CONFIG_PATH).read_text())
+    def load(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> GateConfig:
+        """The thresholds of the pipeline's config file ``path``, ``overrides`` over them."""
+        raw = json.loads(Path(path).read_text())
         raw.update(overrides or {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)

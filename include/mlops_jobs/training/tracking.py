@@ -6,7 +6,6 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-REGISTERED_MODEL = "churn"
 # A workspace registry's model name, or Unity Catalog's three-level ``catalog.schema.model``.
 _WORKSPACE_MODEL = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _UNITY_CATALOG_MODEL = re.compile(r"[A-Za-z0-9_]{1,255}(\.[A-Za-z0-9_]{1,255}){2}")

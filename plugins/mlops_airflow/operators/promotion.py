@@ -106,6 +106,7 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def choose_branch(self, context: Context) -> str | None:
+        from mlops_jobs.churn import PROMOTION_CONFIG
         from mlops_jobs.evaluation.gate import GateConfig, GateConfigError, decide, markdown_table
 
         evaluation = self.evaluation
@@ -118,7 +119,9 @@ class ModelGateOperator(_RegistryMixin, BaseBranchOperator):
                 "force_promote is set but force_reason is empty: say why the gate is overridden"
             )
         try:
-            config = GateConfig.load(overrides=json_mapping(self.thresholds, "thresholds"))
+            config = GateConfig.load(
+                PROMOTION_CONFIG, overrides=json_mapping(self.thresholds, "thresholds")
+            )
         except GateConfigError as err:
             raise InvalidParameterError(f"promotion thresholds: {err}") from None
 

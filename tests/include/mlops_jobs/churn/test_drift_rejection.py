@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mlops_jobs import lake
+from mlops_jobs.churn import PROMOTION_CONFIG
 from mlops_jobs.churn import features as feature_job
 from mlops_jobs.churn.evaluate import EvaluateRequest
 from mlops_jobs.churn.evaluate import run as evaluate
@@ -47,7 +48,7 @@ def test_candidate_trained_on_drifted_labels_is_rejected(
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", champion)
     candidate = fit_and_register(uris[DRIFT_DAY], name, epochs=EPOCHS)
 
-    config = GateConfig.load()
+    config = GateConfig.load(PROMOTION_CONFIG)
     before = FeatureSet.open(uris[DAY_BEFORE])
     test_before = before.frame("test")
     model = mlflow.pyfunc.load_model(f"models:/{name}/{champion}")

@@ -7,10 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from mlops_jobs.churn import PROMOTION_CONFIG
 from mlops_jobs.evaluation.gate import GateConfig, GateConfigError, decide, markdown_table
 from mlops_jobs.evaluation.metrics import binary_metrics, segment_metrics, segments_table
 
-CONFIG = GateConfig.load(overrides={"floor": 0.7, "min_improvement_over_champion": 0.01})
+CONFIG = GateConfig.load(
+    PROMOTION_CONFIG, overrides={"floor": 0.7, "min_improvement_over_champion": 0.01}
+)
 
 
 def failed(decision) -> list[str]:  # type: ignore[no-untyped-def]
@@ -38,7 +41,8 @@ def test_candidate_must_beat_the_champion_by_the_margin() -> None:
 
 def test_lower_is_better_metrics_are_compared_the_right_way() -> None:
     config = GateConfig.load(
-        overrides={"metric": "log_loss", "floor": 0.5, "min_improvement_over_champion": 0.01}
+        PROMOTION_CONFIG,
+        overrides={"metric": "log_loss", "floor": 0.5, "min_improvement_over_champion": 0.01},
     )
     assert decide(config, {"log_loss": 0.30}, {"log_loss": 0.35}, {"log_loss": 0.32}).passed
     decision = decide(config, {"log_loss": 0.34}, {"log_loss": 0.33}, {"log_loss": 0.32})
@@ -57,13 +61,13 @@ def test_missing_or_nan_metric_fails_with_its_name() -> None:
 
 def test_config_errors_name_the_threshold() -> None:
     with pytest.raises(GateConfigError, match="unknown promotion thresholds: flor"):
-        GateConfig.load(overrides={"flor": 0.1})
+        GateConfig.load(PROMOTION_CONFIG, overrides={"flor": 0.1})
     with pytest.raises(GateConfigError, match="metric 'auc'"):
-        GateConfig.load(overrides={"metric": "auc"})
+        GateConfig.load(PROMOTION_CONFIG, overrides={"metric": "auc"})
     with pytest.raises(GateConfigError, match="operating_threshold"):
-        GateConfig.load(overrides={"operating_threshold": 1.5})
+        GateConfig.load(PROMOTION_CONFIG, overrides={"operating_threshold": 1.5})
     with pytest.raises(GateConfigError, match="invalid promotion threshold value"):
-        GateConfig.load(overrides={"floor": "high"})
+        GateConfig.load(PROMOTION_CONFIG, overrides={"floor": "high"})
 
 
 def test_markdown_table_shows_every_model_and_check() -> None:
