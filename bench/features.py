@@ -44,24 +44,22 @@ def make_snapshot(root: Path, events: int) -> tuple[Path, int]:
     return Path(box.location.path), int(box.manifest["tables"]["events"]["rows"])
 
 
+#: Columns every engine's output is summed over (plus its row count): each feature family
+#: (windowed counts and amounts, active days, recency, event types, channels, trends), the
+#: attributes as of the label's cutoff, and the label.
 CHECKSUMS = (
-    "rows", "events_90d", "amount_30d", "active_days_30d", "recency_days", "tenure_days",
-    "monthly_fee",
+    "events_90d", "amount_30d", "active_days_30d", "recency_days", "login_30d",
+    "support_ticket_90d", "channel_web_30d", "channel_store_30d", "trend_events_7d_30d",
+    "tenure_days", "monthly_fee", "is_autopay", "label",
 )  # fmt: skip
 
 
 def checksums(frame: Any) -> dict[str, float]:
-    """Sums of a few features, to check that every engine computed the same thing."""
+    """The row count and the sums of ``CHECKSUMS``, to check every engine computed the same."""
     from pyspark.sql import functions as F
 
     row = frame.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum("events_90d").alias("events_90d"),
-        F.sum("amount_30d").alias("amount_30d"),
-        F.sum("active_days_30d").alias("active_days_30d"),
-        F.sum("recency_days").alias("recency_days"),
-        F.sum("tenure_days").alias("tenure_days"),
-        F.sum("monthly_fee").alias("monthly_fee"),
+        F.count(F.lit(1)).alias("rows"), *[F.sum(c).cast("double").alias(c) for c in CHECKSUMS]
     ).first()
     return {k: float(v) for k, v in row.asDict().items()}
 
@@ -207,13 +205,11 @@ def duckdb_run(snapshot: Path, out: Path) -> dict[str, Any]:
         connection.execute(duckdb_sql(snapshot, config, target))
         times.append(time.perf_counter() - begin)
         connection.close()
+    sums = ", ".join(f"sum({c})::DOUBLE AS {c}" for c in CHECKSUMS)
     (check,) = duckdb.sql(
-        f"SELECT count(*) AS rows, sum(events_90d) AS events_90d, sum(amount_30d) AS amount_30d, "
-        f"sum(active_days_30d) AS active_days_30d, sum(recency_days) AS recency_days, "
-        f"sum(tenure_days) AS tenure_days, sum(monthly_fee) AS monthly_fee "
-        f"FROM read_parquet('{out / 'duckdb-1.parquet'}')"
+        f"SELECT count(*) AS rows, {sums} FROM read_parquet('{out / 'duckdb-1.parquet'}')"
     ).fetchall()
-    names = CHECKSUMS
+    names = ("rows", *CHECKSUMS)
     return {
         "cold_s": times[0],
         "warm_s": times[1],

@@ -174,7 +174,16 @@ def complete_label_ds(dag_run: Any, override: str | None = None, horizon_days: A
     A run is due at the start of its logical day, when that day's labels cannot exist yet, and a
     label of day ``d`` is final only ``horizon_days`` after ``d``. The result depends on the
     run's date alone, so a backfill or catch-up run trains on what the original run did.
+
+    A run whose conf names ``ds`` (the label day's Param before it was ``label_ds``) is refused:
+    Airflow keeps unknown conf keys, so it would silently train on another day.
     """
+    conf = getattr(dag_run, "conf", None) or {}
+    if "ds" in conf:
+        raise InvalidParameterError(
+            f"conf names ds={conf['ds']!r}, which is not a Param of this DAG: the label day "
+            "is label_ds"
+        )
     if override:
         return run_ds(dag_run, override)
     horizon = positive_int(horizon_days, "label_horizon_days", minimum=0)

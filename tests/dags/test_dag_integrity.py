@@ -224,6 +224,15 @@ def test_training_label_day_is_the_newest_with_complete_labels(dagbag: DagBag) -
         assert {tuple(r) for r in wait.partitions["raw.churn_labels"]} == {(expected, expected)}
         assert features.arguments[-1].endswith(f"/churn/features/ds={expected}")
 
+    # the label day's Param was called ds: a conf still naming it is refused, not ignored
+    stale = Run(afternoon, "manual")
+    stale.conf = {"ds": "2026-02-20"}  # type: ignore[attr-defined]
+    context = {
+        "params": base, "dag_run": stale, "macros": macros, "ti": TI(), **dag.user_defined_macros
+    }  # fmt: skip
+    with pytest.raises(InvalidParameterError, match=r"conf names ds='2026-02-20'.*label_ds"):
+        copy.deepcopy(dag.get_task("extract_snapshot")).render_template_fields(context)  # type: ignore[arg-type]
+
 
 def test_training_params_are_typed_grouped_and_refuse_bad_values(dagbag: DagBag) -> None:
     from airflow.sdk.exceptions import ParamValidationError

@@ -188,7 +188,7 @@ def test_the_trigger_form_offers_typed_params_in_sections(client: Any) -> None:
     assert params["epochs"]["schema"]["type"] == ["null", "integer"]
     assert params["compute_backend"]["schema"]["enum"] == [None, "local", "databricks"]
     assert params["require_approval"]["schema"]["section"] == "Promotion"
-    assert params["ds"]["schema"]["format"] == "date"
+    assert params["label_ds"]["schema"]["format"] == "date"
     assert all(p["schema"].get("title") for p in params.values())
 
 

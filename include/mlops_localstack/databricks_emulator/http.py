@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
@@ -27,7 +28,8 @@ def application(handle: Handler) -> Starlette:
 
     async def endpoint(request: Request) -> HttpResponse:
         body = await request.body()  # Starlette reads chunked bodies too
-        query = dict(request.query_params)
+        # blank values are absent, as for parse_qs (an endpoint's default applies)
+        query = {key: values[-1] for key, values in parse_qs(request.url.query).items()}
         headers = {key.lower(): value for key, value in request.headers.items()}
         try:
             # the path as sent (percent-encoded): the emulator decodes what it routes on

@@ -192,23 +192,32 @@ class DatabricksJob:
             ],
         }
 
+    def wheel_dir_setting(self) -> str:
+        return str(
+            self.wheel_dir or setting(WHEEL_DIR_VARIABLE, WHEEL_DIR_ENV, DEFAULT_WHEEL_DIR)
+        ).rstrip("/")
+
     def upload_wheel(self) -> str:
         """Build the job wheel and upload it unless that version is already there."""
         from mlops_jobs.distribution import build_wheel
 
-        wheel_dir = self.wheel_dir or setting(WHEEL_DIR_VARIABLE, WHEEL_DIR_ENV, DEFAULT_WHEEL_DIR)
         with tempfile.TemporaryDirectory() as tmp:
             wheel = build_wheel(Path(tmp))
-            return self.hook.upload_job_package(wheel, str(wheel_dir))
+            return self.hook.upload_job_package(wheel, self.wheel_dir_setting())
+
+    def library_path(self) -> str:
+        """Where ``upload_wheel`` puts this code version's wheel, without building it."""
+        from mlops_jobs.distribution import wheel_name
+
+        return f"{self.wheel_dir_setting()}/{wheel_name()}"
 
     # -- the run -------------------------------------------------------------------------------
 
-    def submitter(self, context: Context, arguments: Sequence[str]) -> DatabricksSubmitRunOperator:
-        """The provider's operator for this run, its run id kept under ``state_key``."""
-        spec = self.run_specification(context, arguments, self.upload_wheel())
+    def submitter(self, context: Context) -> DatabricksSubmitRunOperator:
+        """The provider's operator for this task's run, its run id kept under ``state_key``
+        (its request is set by ``prepare``)."""
         submit = DatabricksSubmitRunOperator(
             task_id=self.task_id,
-            json=spec,
             timeout_seconds=self.timeout_seconds,
             deferrable=False,
             **self.submit_arguments,
@@ -217,35 +226,63 @@ class DatabricksJob:
         self.submit = submit
         return submit
 
+    def earlier_run(
+        self, submit: DatabricksSubmitRunOperator, context: Context
+    ) -> tuple[int | None, str | None]:
+        """The run an earlier try of this task stored (durable only) and its status."""
+        store = context.get("task_state_store") if self.durable else None
+        earlier = store.get(submit.external_id_key) if store is not None else None
+        if not earlier:
+            return None, None
+        return int(str(earlier)), submit.get_job_status(earlier, context)
+
+    def prepare(
+        self,
+        submit: DatabricksSubmitRunOperator,
+        context: Context,
+        arguments: Sequence[str],
+        reattaching: bool,
+    ) -> None:
+        """Set the run's request. The package is built and uploaded only for a run about to be
+        submitted: a try that reattaches names this version's wheel, which the try that
+        submitted uploaded (should the earlier run fail between this check and the provider's,
+        the new run fails on the missing library and the next try uploads it)."""
+        wheel = self.library_path() if reattaching else self.upload_wheel()
+        submit.json = self.run_specification(context, arguments, wheel)
+
     def run(self, context: Context, arguments: Sequence[str]) -> None:
         """Submit the run, or reattach to the one an earlier try submitted, and wait for it;
         a run that does not succeed raises the provider's error."""
-        self.submitter(context, arguments).execute_resumable(context)
+        submit = self.submitter(context)
+        _, status = self.earlier_run(submit, context)
+        reattaching = status is not None and (
+            submit.is_job_active(status) or submit.is_job_succeeded(status)
+        )
+        self.prepare(submit, context, arguments, reattaching)
+        submit.execute_resumable(context)
 
     def start(self, operator: BaseOperator, context: Context, arguments: Sequence[str]) -> None:
         """Submit the run (or find an earlier try's), then defer ``operator`` to the provider's
         trigger until it ends (``operator.execute_complete`` resumes). Returns only when an
         earlier try's run has already succeeded."""
-        submit = self.submitter(context, arguments)
-        store = context.get("task_state_store") if self.durable else None
-        run_id = None
-        earlier = store.get(submit.external_id_key) if store is not None else None
-        if earlier:
-            status = submit.get_job_status(earlier, context)
-            if submit.is_job_succeeded(status):
-                submit.run_id = int(str(earlier))
-                self.log_run(context, submit.run_id)
-                return
-            if submit.is_job_active(status):
-                run_id = int(str(earlier))
-        if run_id is None:
-            run_id = submit.submit_job(context)
+        submit = self.submitter(context)
+        earlier, status = self.earlier_run(submit, context)
+        if earlier is not None and status is not None and submit.is_job_succeeded(status):
+            submit.run_id = earlier
+            self.log_run(context, earlier)
+            return
+        if earlier is not None and status is not None and submit.is_job_active(status):
+            submit.run_id = earlier
+        else:
+            self.prepare(submit, context, arguments, reattaching=False)
+            submit.run_id = submit.submit_job(context)
+            store = context.get("task_state_store") if self.durable else None
             if store is not None:
-                store.set(submit.external_id_key, run_id)
-        page = self.log_run(context, run_id)
+                store.set(submit.external_id_key, submit.run_id)
+        page = self.log_run(context, submit.run_id)
         operator.defer(
             trigger=DatabricksExecutionTrigger(
-                run_id=run_id,
+                run_id=submit.run_id,
                 databricks_conn_id=submit.databricks_conn_id,
                 polling_period_seconds=submit.polling_period_seconds,
                 retry_limit=submit.databricks_retry_limit,
@@ -262,11 +299,6 @@ class DatabricksJob:
         context["ti"].xcom_push(key=XCOM_RUN_ID_KEY, value=run_id)
         context["ti"].xcom_push(key=XCOM_RUN_PAGE_URL_KEY, value=page)
         return page
-
-    def complete(self, context: Context, event: dict[str, Any]) -> None:
-        """Judge a deferred run by the trigger's ``event``; a run that failed raises the
-        provider's error."""
-        DatabricksSubmitRunOperator(task_id=self.task_id).execute_complete(dict(context), event)
 
     @property
     def run_id(self) -> int | None:
@@ -287,6 +319,12 @@ class DatabricksJob:
         """Cancel the run this task submitted or reattached to, if any."""
         if self.submit is not None and self.submit.run_id is not None:
             self.submit.on_kill()
+
+
+def complete_run(task_id: str, context: Context, event: dict[str, Any]) -> None:
+    """Judge a deferred run by the trigger's ``event`` (the provider's ``execute_complete``); a
+    run that failed raises the provider's error."""
+    DatabricksSubmitRunOperator(task_id=task_id).execute_complete(dict(context), event)
 
 
 def checked_environment(env: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, 
 from airflow.providers.databricks.operators.databricks import DatabricksJobRunLink
 
 from mlops_airflow.assets import emit_asset_events
-from mlops_airflow.compute.databricks import DatabricksJob, clear_number
+from mlops_airflow.compute.databricks import DatabricksJob, clear_number, complete_run
 from mlops_airflow.compute.local import LocalSparkJob
 from mlops_airflow.exceptions import InvalidParameterError, JobInputError, SparkJobError
 from mlops_airflow.hooks.databricks import DatabricksJobsHook
@@ -361,7 +361,7 @@ class SparkJobOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger reported a terminal state; a failed run raises."""
         with self._refusal_raised(context, event.get("run_page_url")):
-            self.databricks_job().complete(context, event)
+            complete_run(self.task_id, context, event)
         return self.read_result(context)
 
     @contextlib.contextmanager

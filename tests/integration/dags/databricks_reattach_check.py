@@ -20,8 +20,8 @@ class DiesAfterSubmitting(SparkJobOperator):
         job = super().databricks_job()
         submitter = job.submitter
 
-        def dying_submitter(context: Any, arguments: Any) -> DatabricksSubmitRunOperator:
-            submit = submitter(context, arguments)
+        def dying_submitter(context: Any) -> DatabricksSubmitRunOperator:
+            submit = submitter(context)
             if context["ti"].try_number == 1:
 
                 def lost(external_id: Any, context: Any) -> None:

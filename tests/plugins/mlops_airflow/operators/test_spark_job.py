@@ -238,8 +238,11 @@ def test_retry_reattaches_to_the_run_its_first_try_started(emulator: DatabricksE
     assert emulator.runs[first].life_cycle_state in {"PENDING", "RUNNING"}
     emulator.faults.http = []
     ti = FakeTI(try_number=2)
+    files_before = [r for r in emulator.requests if "/fs/" in r[1]]
     assert operator(backend="databricks").execute(context(ti, store)) == VERSION
     assert submits(emulator) == 1 and ti.xcom["run_id"] == first
+    # reattaching builds and uploads nothing: the package is the submitting try's
+    assert [r for r in emulator.requests if "/fs/" in r[1]] == files_before
 
 
 def test_retry_after_success_returns_the_result_without_a_new_run(
